@@ -1,0 +1,304 @@
+//! The worker fleet: registration, health from heartbeats, free capacity, warm models, and the
+//! indices placement reads.
+//!
+//! Workers with identical static capabilities share a *class*. Placement checks a task's hard
+//! constraints once per class instead of once per worker, and each class keeps its healthy
+//! members ordered by load, plus one ordered set per warm model, so the best candidates of a
+//! class are found without scanning it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::api::{Capabilities, Health, Utilization};
+use crate::intern::{BitSet, Interner};
+use crate::time::Timestamp;
+
+pub(crate) type WorkerId = u32;
+
+/// Static capabilities, with strings interned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ClassSig {
+    pub cpu: u32,
+    pub mem: u32,
+    pub gpus: u32,
+    pub any_model: bool,
+    pub models: BitSet,
+    pub tools: BitSet,
+    pub zone: Option<u32>,
+    /// Empty: cleared for any classification.
+    pub classifications: BitSet,
+    pub speed_bits: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Class {
+    pub sig: Option<ClassSig>,
+    /// Registered members, healthy or not.
+    pub members: u32,
+    /// Healthy members as (active attempts, worker).
+    pub by_load: BTreeSet<(u32, WorkerId)>,
+    /// Healthy members with a model warm, per model.
+    pub warm: FxHashMap<u32, BTreeSet<(u32, WorkerId)>>,
+}
+
+impl Class {
+    pub fn sig(&self) -> &ClassSig {
+        self.sig.as_ref().expect("a class always has a signature")
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct WorkerRt {
+    pub name: Arc<str>,
+    pub caps: Capabilities,
+    pub class: u32,
+    pub health: Health,
+    pub registered: bool,
+    pub incarnation: u64,
+    pub last_heartbeat: Timestamp,
+    pub check_armed: bool,
+    pub free_cpu: u32,
+    pub free_mem: u32,
+    pub free_gpus: u32,
+    /// Attempts assigned here and not yet ended, as (job, task).
+    pub active: Vec<(u32, u32)>,
+    pub warm: BitSet,
+    pub speed: f64,
+    pub utilization: Utilization,
+    pub reported_queue: u32,
+}
+
+impl WorkerRt {
+    pub fn depth(&self) -> u32 {
+        self.active.len() as u32
+    }
+
+    pub fn eligible(&self) -> bool {
+        self.registered && self.health == Health::Healthy
+    }
+
+    pub fn fits(&self, cpu: u32, mem: u32, gpus: u32) -> bool {
+        self.free_cpu >= cpu && self.free_mem >= mem && self.free_gpus >= gpus
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Fleet {
+    pub workers: Vec<WorkerRt>,
+    pub by_name: FxHashMap<Arc<str>, WorkerId>,
+    pub classes: Vec<Class>,
+    class_ids: FxHashMap<ClassSig, u32>,
+    pub models: Interner,
+    pub tools: Interner,
+    pub zones: Interner,
+    pub classifications: Interner,
+    /// Capacity of registered, non-lost workers: the denominators of tenant shares.
+    pub total_cpu: u64,
+    pub total_mem: u64,
+    pub total_gpus: u64,
+}
+
+impl Fleet {
+    pub fn id(&self, name: &str) -> Option<WorkerId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Adds a worker or replaces its capabilities. Returns its id and whether it is new.
+    pub fn upsert(&mut self, name: &str, caps: Capabilities, now: Timestamp) -> (WorkerId, bool) {
+        let sig = self.signature(&caps);
+        let class = match self.class_ids.get(&sig) {
+            Some(&c) => c,
+            None => {
+                let c = self.classes.len() as u32;
+                self.classes.push(Class { sig: Some(sig.clone()), ..Class::default() });
+                self.class_ids.insert(sig, c);
+                c
+            }
+        };
+        if let Some(id) = self.id(name) {
+            self.unindex(id);
+            self.uncount(id);
+            let old = &self.workers[id as usize];
+            if old.registered {
+                self.classes[old.class as usize].members -= 1;
+            }
+            self.classes[class as usize].members += 1;
+            let w = &mut self.workers[id as usize];
+            // Keep what is reserved: capacity shrinks by the same amount in use.
+            let used = (w.caps.cpu_millis - w.free_cpu, w.caps.memory_mib - w.free_mem, w.caps.gpus - w.free_gpus);
+            w.free_cpu = caps.cpu_millis.saturating_sub(used.0);
+            w.free_mem = caps.memory_mib.saturating_sub(used.1);
+            w.free_gpus = caps.gpus.saturating_sub(used.2);
+            w.speed = caps.speed_factor.max(0.01);
+            w.caps = caps;
+            w.class = class;
+            w.registered = true;
+            self.count(id);
+            self.index(id);
+            return (id, false);
+        }
+        let id = self.workers.len() as WorkerId;
+        let name: Arc<str> = name.into();
+        self.workers.push(WorkerRt {
+            name: name.clone(),
+            class,
+            health: Health::Unknown,
+            registered: true,
+            incarnation: 0,
+            last_heartbeat: now,
+            check_armed: false,
+            free_cpu: caps.cpu_millis,
+            free_mem: caps.memory_mib,
+            free_gpus: caps.gpus,
+            active: Vec::new(),
+            warm: BitSet::default(),
+            speed: caps.speed_factor.max(0.01),
+            utilization: Utilization::default(),
+            reported_queue: 0,
+            caps,
+        });
+        self.by_name.insert(name, id);
+        self.classes[class as usize].members += 1;
+        self.count(id);
+        (id, true)
+    }
+
+    fn signature(&mut self, caps: &Capabilities) -> ClassSig {
+        let mut any_model = false;
+        let mut models = BitSet::default();
+        for m in &caps.models {
+            if m == "*" {
+                any_model = true;
+            } else {
+                models.insert(self.models.intern(m));
+            }
+        }
+        ClassSig {
+            cpu: caps.cpu_millis,
+            mem: caps.memory_mib,
+            gpus: caps.gpus,
+            any_model,
+            models,
+            tools: BitSet::from_ids(caps.tools.iter().map(|t| self.tools.intern(t)).collect::<Vec<_>>()),
+            zone: caps.locality.as_deref().map(|z| self.zones.intern(z)),
+            classifications: BitSet::from_ids(
+                caps.classifications.iter().map(|c| self.classifications.intern(c)).collect::<Vec<_>>(),
+            ),
+            speed_bits: caps.speed_factor.to_bits(),
+        }
+    }
+
+    fn count(&mut self, id: WorkerId) {
+        let w = &self.workers[id as usize];
+        if w.registered && w.health != Health::Lost {
+            self.total_cpu += u64::from(w.caps.cpu_millis);
+            self.total_mem += u64::from(w.caps.memory_mib);
+            self.total_gpus += u64::from(w.caps.gpus);
+        }
+    }
+
+    fn uncount(&mut self, id: WorkerId) {
+        let w = &self.workers[id as usize];
+        if w.registered && w.health != Health::Lost {
+            self.total_cpu -= u64::from(w.caps.cpu_millis);
+            self.total_mem -= u64::from(w.caps.memory_mib);
+            self.total_gpus -= u64::from(w.caps.gpus);
+        }
+    }
+
+    /// Removes the worker from its class's indices. Call before changing its depth, warm set
+    /// or health, then call `index`.
+    pub fn unindex(&mut self, id: WorkerId) {
+        let w = &self.workers[id as usize];
+        if !w.eligible() {
+            return;
+        }
+        let key = (w.depth(), id);
+        let class = &mut self.classes[w.class as usize];
+        class.by_load.remove(&key);
+        for m in w.warm.iter() {
+            if let Some(set) = class.warm.get_mut(&m) {
+                set.remove(&key);
+            }
+        }
+    }
+
+    pub fn index(&mut self, id: WorkerId) {
+        let w = &self.workers[id as usize];
+        if !w.eligible() {
+            return;
+        }
+        let key = (w.depth(), id);
+        let class = &mut self.classes[w.class as usize];
+        class.by_load.insert(key);
+        for m in w.warm.iter() {
+            class.warm.entry(m).or_default().insert(key);
+        }
+    }
+
+    pub fn set_health(&mut self, id: WorkerId, health: Health) -> Health {
+        let old = self.workers[id as usize].health;
+        if old != health {
+            self.unindex(id);
+            self.uncount(id);
+            self.workers[id as usize].health = health;
+            self.count(id);
+            self.index(id);
+        }
+        old
+    }
+
+    pub fn deregister(&mut self, id: WorkerId) {
+        self.unindex(id);
+        self.uncount(id);
+        let w = &mut self.workers[id as usize];
+        if w.registered {
+            w.registered = false;
+            self.classes[w.class as usize].members -= 1;
+        }
+    }
+
+    /// Replaces the warm set with what the agent reports.
+    pub fn set_warm(&mut self, id: WorkerId, models: &[String]) {
+        let warm = BitSet::from_ids(models.iter().map(|m| self.models.intern(m)).collect::<Vec<_>>());
+        if self.workers[id as usize].warm != warm {
+            self.unindex(id);
+            self.workers[id as usize].warm = warm;
+            self.index(id);
+        }
+    }
+
+    pub fn reserve(&mut self, id: WorkerId, attempt: (u32, u32), cpu: u32, mem: u32, gpus: u32, model: Option<u32>) {
+        self.unindex(id);
+        let w = &mut self.workers[id as usize];
+        w.free_cpu -= cpu;
+        w.free_mem -= mem;
+        w.free_gpus -= gpus;
+        w.active.push(attempt);
+        if let Some(m) = model {
+            // The agent loads the model for this task; its next heartbeat confirms or corrects.
+            w.warm.insert(m);
+        }
+        self.index(id);
+    }
+
+    pub fn release(&mut self, id: WorkerId, attempt: (u32, u32), cpu: u32, mem: u32, gpus: u32) {
+        self.unindex(id);
+        let w = &mut self.workers[id as usize];
+        if let Some(pos) = w.active.iter().position(|&a| a == attempt) {
+            w.active.swap_remove(pos);
+            w.free_cpu += cpu;
+            w.free_mem += mem;
+            w.free_gpus += gpus;
+        }
+        self.index(id);
+    }
+
+    pub fn observe_speed(&mut self, id: WorkerId, observed: f64, smoothing: f64) {
+        let w = &mut self.workers[id as usize];
+        let observed = observed.clamp(0.05, 20.0);
+        w.speed = (1.0 - smoothing) * w.speed + smoothing * observed;
+    }
+}

@@ -1,0 +1,198 @@
+//! Read-only views of the core's state: statuses for the API, and invariant checks for tests
+//! and simulator sweeps.
+
+use crate::api::{AttemptRef, JobStatus, TaskArtifact, TaskStatus, WorkerStatus};
+use crate::engine::{Scheduler, TaskState};
+
+impl Scheduler {
+    /// The status to write to a `SPLAIJob`, or `None` for an unknown job.
+    pub fn job_status(&self, key: &str) -> Option<JobStatus> {
+        let &j = self.job_ids.get(key)?;
+        let job = self.job(j);
+        let tasks: Vec<TaskStatus> = (0..job.tasks.len() as u32).map(|t| self.task_status(j, t)).collect();
+        let (mut result_artifact_uri, mut result_artifacts) = (None, Vec::new());
+        if job.phase == crate::api::JobPhase::Completed {
+            let sinks: Vec<TaskArtifact> = job
+                .dag
+                .sinks()
+                .filter_map(|t| {
+                    let task = &job.tasks[t as usize];
+                    match &task.state {
+                        TaskState::Succeeded { artifact: Some(uri), .. } => {
+                            Some(TaskArtifact { task: task.id.to_string(), uri: uri.to_string() })
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            if let [only] = sinks.as_slice() {
+                result_artifact_uri = Some(only.uri.clone());
+            } else {
+                result_artifacts = sinks;
+            }
+        }
+        Some(JobStatus {
+            phase: job.phase,
+            progress: job.progress,
+            reason: job.reason.map(str::to_owned),
+            message: job.message.clone(),
+            submitted_at: Some(job.submitted),
+            started_at: job.started,
+            finished_at: job.finished,
+            trace_id: Some(job.trace_id.to_string()),
+            result_artifact_uri,
+            result_artifacts,
+            tasks,
+        })
+    }
+
+    fn task_status(&self, j: u32, t: u32) -> TaskStatus {
+        let job = self.job(j);
+        let task = &job.tasks[t as usize];
+        let mut s = TaskStatus {
+            id: task.id.to_string(),
+            phase: task.state.phase(),
+            attempt: task.attempt,
+            error: task.error.as_deref().map(str::to_owned),
+            route: task.route.as_deref().cloned(),
+            ..TaskStatus::default()
+        };
+        if task.attempt > 0 {
+            s.traceparent = Some(crate::engine::traceparent(&job.trace_id, &job.key, &task.id, task.attempt));
+        }
+        match &task.state {
+            TaskState::Waiting => {
+                let waiting: Vec<&str> = job
+                    .dag
+                    .parents(t)
+                    .iter()
+                    .map(|&p| &job.tasks[p as usize])
+                    .filter(|p| !matches!(p.state, TaskState::Succeeded { .. }))
+                    .map(|p| &*p.id)
+                    .collect();
+                if !waiting.is_empty() {
+                    let more = if waiting.len() > 3 { format!(" and {} more", waiting.len() - 3) } else { String::new() };
+                    s.pending_reason = Some(format!("waiting for {}{more}", waiting[..waiting.len().min(3)].join(", ")));
+                }
+            }
+            TaskState::Ready => {
+                s.pending_reason = self.queue.buckets[task.bucket as usize].reason.as_ref().map(ToString::to_string);
+            }
+            TaskState::Retrying { not_before } => {
+                s.not_before = Some(*not_before);
+                s.pending_reason = Some(format!("retrying after {not_before}"));
+            }
+            TaskState::Assigned { worker, at, .. } => {
+                s.worker = Some(self.fleet.workers[*worker as usize].name.to_string());
+                s.assigned_at = Some(*at);
+            }
+            TaskState::Running { worker, at, started, .. } => {
+                s.worker = Some(self.fleet.workers[*worker as usize].name.to_string());
+                s.assigned_at = Some(*at);
+                s.started_at = Some(*started);
+            }
+            TaskState::Succeeded { at, artifact } => {
+                s.finished_at = Some(*at);
+                s.artifact_uri = artifact.as_deref().map(str::to_owned);
+            }
+            TaskState::Failed { at } | TaskState::TimedOut { at } | TaskState::Canceled { at } | TaskState::Skipped { at } => {
+                s.finished_at = Some(*at);
+            }
+        }
+        s
+    }
+
+    /// The status to write to a `SPLAIWorker`, or `None` for an unknown worker.
+    pub fn worker_status(&self, name: &str) -> Option<WorkerStatus> {
+        let w = &self.fleet.workers[self.fleet.id(name)? as usize];
+        let mut running: Vec<AttemptRef> = w
+            .active
+            .iter()
+            .map(|&(j, t)| {
+                let job = self.job(j);
+                let task = &job.tasks[t as usize];
+                AttemptRef { job: job.key.to_string(), task: task.id.to_string(), attempt: task.attempt }
+            })
+            .collect();
+        running.sort();
+        Some(WorkerStatus {
+            health: w.health,
+            last_heartbeat: Some(w.last_heartbeat),
+            incarnation: w.incarnation,
+            utilization: w.utilization,
+            queue_depth: w.depth().max(w.reported_queue),
+            running_tasks: running,
+            warm_models: w.warm.iter().map(|m| self.fleet.models.name(m).to_string()).collect(),
+            observed_speed: Some(w.speed),
+        })
+    }
+
+    /// Names of the known jobs, oldest first.
+    pub fn job_keys(&self) -> Vec<String> {
+        self.jobs.iter().flatten().map(|j| j.key.to_string()).collect()
+    }
+
+    /// Names of the registered workers, in registration order.
+    pub fn worker_names(&self) -> Vec<String> {
+        self.fleet.workers.iter().filter(|w| w.registered).map(|w| w.name.to_string()).collect()
+    }
+
+    /// Checks the core's internal consistency. Simulator sweeps call it after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut usage = vec![crate::policy::Usage::default(); self.tenants.len()];
+        for (j, job) in self.jobs.iter().enumerate().filter_map(|(j, o)| o.as_ref().map(|o| (j as u32, o))) {
+            let mut counted = crate::api::Progress { total: job.tasks.len() as u32, ..Default::default() };
+            for (t, task) in job.tasks.iter().enumerate() {
+                *counted.slot(task.state.phase()) += 1;
+                let parents_done = job.dag.parents(t as u32).iter().all(|&p| matches!(job.tasks[p as usize].state, TaskState::Succeeded { .. }));
+                if let Some((w, ..)) = task.state.active() {
+                    if !parents_done {
+                        return Err(format!("{}/{} runs before its dependencies succeeded", job.key, task.id));
+                    }
+                    if !self.fleet.workers[w as usize].active.contains(&(j, t as u32)) {
+                        return Err(format!("{}/{} is active on {} but the worker does not list it", job.key, task.id, self.fleet.workers[w as usize].name));
+                    }
+                    let u = &mut usage[job.tenant as usize];
+                    u.running_tasks += 1;
+                    u.cpu_millis += u64::from(task.cpu);
+                    u.gpus += task.gpus;
+                }
+                if matches!(task.state, TaskState::Succeeded { .. }) && !parents_done {
+                    return Err(format!("{}/{} succeeded before its dependencies", job.key, task.id));
+                }
+                if task.attempt > task.retry.limit + 1 {
+                    return Err(format!("{}/{} ran {} attempts, over its limit of {} retries", job.key, task.id, task.attempt, task.retry.limit));
+                }
+            }
+            if counted != job.progress {
+                return Err(format!("{}: progress {:?} does not match the tasks {:?}", job.key, job.progress, counted));
+            }
+            if job.phase.is_terminal() && job.progress.finished() != job.progress.total && !job.tasks.is_empty() {
+                return Err(format!("{} is {:?} with unfinished tasks", job.key, job.phase));
+            }
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            let u = &usage[i];
+            if (u.running_tasks, u.cpu_millis, u.gpus) != (t.usage.running_tasks, t.usage.cpu_millis, t.usage.gpus) {
+                return Err(format!("tenant {} usage {:?} does not match its running tasks {:?}", t.name, t.usage, u));
+            }
+        }
+        for w in &self.fleet.workers {
+            let (mut cpu, mut mem, mut gpus) = (0u64, 0u64, 0u64);
+            for &(j, t) in &w.active {
+                let task = &self.job(j).tasks[t as usize];
+                cpu += u64::from(task.cpu);
+                mem += u64::from(task.mem);
+                gpus += u64::from(task.gpus);
+            }
+            let c = &w.caps;
+            if cpu > u64::from(c.cpu_millis) || mem > u64::from(c.memory_mib) || gpus > u64::from(c.gpus) {
+                return Err(format!("worker {} runs over its capacity: {cpu}m cpu, {mem}Mi, {gpus} gpus", w.name));
+            }
+            if u64::from(w.free_cpu) + cpu != u64::from(c.cpu_millis) {
+                return Err(format!("worker {} free cpu {} does not match its attempts ({cpu}m)", w.name, w.free_cpu));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! Placement: choosing a worker for one task, by the SPLAI score or by a baseline, and saying
+//! why a task cannot be placed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+
+use crate::fleet::{Fleet, WorkerId, WorkerRt};
+use crate::intern::BitSet;
+use crate::policy::QuotaBlock;
+use crate::score::{Explanation, RunnerUp, ScoreTerms, Strategy};
+use crate::settings::Settings;
+
+/// What placement needs to know of a task, apart from its duration hint. Tasks of one shape
+/// are interchangeable for feasibility, so a failed shape need not be tried again in a pass.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Shape {
+    pub cpu: u32,
+    pub mem: u32,
+    pub gpus: u32,
+    pub model: Option<u32>,
+    pub tools: BitSet,
+    pub locality: Option<u32>,
+    pub classification: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Shapes {
+    pub list: Vec<Shape>,
+    ids: FxHashMap<Shape, u32>,
+    /// Per shape: which classes meet its hard constraints, for the first `len` classes.
+    class_ok: Vec<Vec<bool>>,
+}
+
+impl Shapes {
+    pub fn intern(&mut self, shape: Shape) -> u32 {
+        if let Some(&id) = self.ids.get(&shape) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(shape.clone());
+        self.ids.insert(shape, id);
+        self.class_ok.push(Vec::new());
+        id
+    }
+
+    fn refresh(&mut self, shape: u32, fleet: &Fleet) {
+        let ok = &mut self.class_ok[shape as usize];
+        let s = &self.list[shape as usize];
+        for c in ok.len()..fleet.classes.len() {
+            let sig = fleet.classes[c].sig();
+            ok.push(
+                sig.cpu >= s.cpu
+                    && sig.mem >= s.mem
+                    && sig.gpus >= s.gpus
+                    && s.model.is_none_or(|m| sig.any_model || sig.models.contains(m))
+                    && sig.tools.is_superset(&s.tools)
+                    && s.classification.is_none_or(|c| sig.classifications.is_empty() || sig.classifications.contains(c)),
+            );
+        }
+    }
+}
+
+/// Why a ready task has no worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingReason {
+    NoWorkers,
+    NoWorkerServesModel { model: Arc<str> },
+    NoWorkerHasTools { tools: Vec<Arc<str>> },
+    NoWorkerHasGpus { gpus: u32 },
+    NoWorkerLargeEnough { cpu: u32, mem: u32 },
+    NoWorkerCleared { classification: Arc<str> },
+    NoWorkerInAllowedLocalities,
+    NoHealthyWorker { model: Option<Arc<str>>, unhealthy: u32 },
+    AllBusy { eligible: u32, cpu: u32, mem: u32, gpus: u32 },
+    Quota(QuotaBlock),
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use PendingReason::*;
+        match self {
+            NoWorkers => write!(f, "no workers are registered"),
+            NoWorkerServesModel { model } => write!(f, "no worker serves model {model}"),
+            NoWorkerHasTools { tools } => {
+                let t: Vec<&str> = tools.iter().map(|t| &**t).collect();
+                write!(f, "no worker offers the tools [{}]", t.join(", "))
+            }
+            NoWorkerHasGpus { gpus } => write!(f, "no worker has {gpus} GPUs"),
+            NoWorkerLargeEnough { cpu, mem } => {
+                write!(f, "no worker is large enough for {cpu}m cpu and {mem}Mi memory")
+            }
+            NoWorkerCleared { classification } => {
+                write!(f, "no worker is cleared for {classification} data")
+            }
+            NoWorkerInAllowedLocalities => write!(f, "no suitable worker is in the tenant's allowed localities"),
+            NoHealthyWorker { model: Some(m), unhealthy } => {
+                write!(f, "no healthy worker has model {m} ({unhealthy} suitable workers are stale or lost)")
+            }
+            NoHealthyWorker { model: None, unhealthy } => {
+                write!(f, "no healthy worker can run it ({unhealthy} suitable workers are stale or lost)")
+            }
+            AllBusy { eligible, cpu, mem, gpus } => write!(
+                f,
+                "all {eligible} eligible workers are busy: none has {cpu}m cpu, {mem}Mi memory and {gpus} GPUs free"
+            ),
+            Quota(q) => write!(f, "{q}"),
+        }
+    }
+}
+
+pub(crate) struct Request<'a> {
+    pub shape: u32,
+    pub hint_ms: u64,
+    pub allowed_zones: Option<&'a BitSet>,
+    pub strategy: Strategy,
+    /// Seeds the `random` baseline for this one decision.
+    pub rng_key: u64,
+}
+
+pub(crate) struct Placer<'a> {
+    pub fleet: &'a Fleet,
+    pub settings: &'a Settings,
+}
+
+struct Scored {
+    worker: WorkerId,
+    score: f64,
+    terms: ScoreTerms,
+    predicted_ms: u64,
+    cold: bool,
+}
+
+impl Placer<'_> {
+    fn zone_ok(&self, zones: Option<&BitSet>, class: usize) -> bool {
+        zones.is_none_or(|z| self.fleet.classes[class].sig().zone.is_some_and(|id| z.contains(id)))
+    }
+
+    fn terms(&self, shape: &Shape, hint_ms: u64, w: &WorkerRt) -> Scored {
+        let s = self.settings;
+        let sig = self.fleet.classes[w.class as usize].sig();
+        let capability_match = if shape.gpus > 0 {
+            f64::from(shape.gpus) / f64::from(sig.gpus.max(1))
+        } else if sig.gpus > 0 {
+            0.0
+        } else {
+            1.0
+        };
+        let warm = shape.model.is_some_and(|m| w.warm.contains(m));
+        let cold = shape.model.is_some() && !warm;
+        let locality = shape.locality.is_some() && shape.locality == sig.zone;
+        let depth = f64::from(w.depth());
+        let predicted = hint_ms as f64 / w.speed + if cold { s.model_load_ms as f64 } else { 0.0 };
+        let terms = ScoreTerms {
+            capability_match,
+            model_warm_cache: if warm { 1.0 } else { 0.0 },
+            locality_score: if locality { 1.0 } else { 0.0 },
+            queue_penalty: depth / (depth + s.queue_half_depth.max(1e-9)),
+            latency_prediction: predicted / (predicted + s.latency_half_ms.max(1e-9)),
+        };
+        Scored { worker: 0, score: terms.total(&s.weights), terms, predicted_ms: predicted as u64, cold }
+    }
+
+    /// Places one task, or says why it cannot be placed now.
+    pub fn place(&self, shapes: &mut Shapes, req: &Request<'_>, rr_cursor: &mut usize) -> Result<Explanation, PendingReason> {
+        shapes.refresh(req.shape, self.fleet);
+        let ok = &shapes.class_ok[req.shape as usize];
+        let shape = &shapes.list[req.shape as usize];
+        let classes: Vec<usize> =
+            (0..ok.len()).filter(|&c| ok[c] && self.zone_ok(req.allowed_zones, c)).collect();
+        let feasible = |w: &WorkerRt| w.eligible() && w.fits(shape.cpu, shape.mem, shape.gpus);
+        let class_feasible = |w: &WorkerRt| feasible(w) && ok[w.class as usize] && self.zone_ok(req.allowed_zones, w.class as usize);
+        let (best, runner, candidates) = match req.strategy {
+            Strategy::Splai => self.best_scored(shape, req, &classes, &feasible),
+            Strategy::LeastLoaded => {
+                // The least loaded feasible worker of each class is the first feasible in its load order.
+                let best = classes
+                    .iter()
+                    .filter_map(|&c| self.fleet.classes[c].by_load.iter().find(|&&(_, w)| feasible(&self.fleet.workers[w as usize])))
+                    .min_by(|a, b| a.0.cmp(&b.0).then_with(|| self.fleet.workers[a.1 as usize].name.cmp(&self.fleet.workers[b.1 as usize].name)))
+                    .map(|&(_, w)| w);
+                (best.map(|w| self.scored(shape, req, w)), None, classes.len() as u32)
+            }
+            Strategy::FirstFit => {
+                let best = self.fleet.workers.iter().position(&class_feasible).map(|i| i as WorkerId);
+                (best.map(|w| self.scored(shape, req, w)), None, 1)
+            }
+            Strategy::RoundRobin => {
+                let n = self.fleet.workers.len();
+                let best = (0..n)
+                    .map(|i| (*rr_cursor + i) % n)
+                    .find(|&i| class_feasible(&self.fleet.workers[i]))
+                    .map(|i| i as WorkerId);
+                if let Some(w) = best {
+                    *rr_cursor = (w as usize + 1) % n;
+                }
+                (best.map(|w| self.scored(shape, req, w)), None, 1)
+            }
+            Strategy::Random => {
+                let all: Vec<WorkerId> = (0..self.fleet.workers.len() as WorkerId)
+                    .filter(|&w| class_feasible(&self.fleet.workers[w as usize]))
+                    .collect();
+                let pick = (!all.is_empty()).then(|| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(req.rng_key);
+                    all[(rng.next_u64() % all.len() as u64) as usize]
+                });
+                (pick.map(|w| self.scored(shape, req, w)), None, all.len() as u32)
+            }
+        };
+        let Some(best) = best else {
+            return Err(self.diagnose(shape, req.allowed_zones, ok));
+        };
+        let worker = self.fleet.workers[best.worker as usize].name.clone();
+        let runner_up = runner.map(|r| {
+            RunnerUp::new(self.fleet.workers[r.worker as usize].name.clone(), r.score, r.terms, &best.terms, &self.settings.weights)
+        });
+        Ok(Explanation {
+            strategy: req.strategy,
+            worker,
+            score: best.score,
+            terms: best.terms,
+            predicted_ms: best.predicted_ms,
+            cold_start: best.cold,
+            candidates,
+            runner_up,
+        })
+    }
+
+    fn scored(&self, shape: &Shape, req: &Request<'_>, w: WorkerId) -> Scored {
+        Scored { worker: w, ..self.terms(shape, req.hint_ms, &self.fleet.workers[w as usize]) }
+    }
+
+    /// The two best workers by score. In each class it scores the `candidates_per_class` least
+    /// loaded feasible workers and as many feasible workers that have the model warm; workers
+    /// outside those lists score no better, as their class terms are equal and their queues longer.
+    fn best_scored(
+        &self,
+        shape: &Shape,
+        req: &Request<'_>,
+        classes: &[usize],
+        feasible: &dyn Fn(&WorkerRt) -> bool,
+    ) -> (Option<Scored>, Option<Scored>, u32) {
+        let k = match self.settings.candidates_per_class {
+            0 => usize::MAX,
+            k => k as usize,
+        };
+        let scan_limit = k.saturating_mul(4);
+        let mut best: Option<Scored> = None;
+        let mut second: Option<Scored> = None;
+        let mut count = 0u32;
+        let better = |a: &Scored, b: &Scored| {
+            a.score > b.score
+                || (a.score == b.score && self.fleet.workers[a.worker as usize].name < self.fleet.workers[b.worker as usize].name)
+        };
+        let mut consider = |w: WorkerId| {
+            if best.as_ref().is_some_and(|b| b.worker == w) || second.as_ref().is_some_and(|b| b.worker == w) {
+                return;
+            }
+            count += 1;
+            let s = self.scored(shape, req, w);
+            if best.as_ref().is_none_or(|b| better(&s, b)) {
+                second = best.take();
+                best = Some(s);
+            } else if second.as_ref().is_none_or(|b| better(&s, b)) {
+                second = Some(s);
+            }
+        };
+        for &c in classes {
+            let class = &self.fleet.classes[c];
+            let warm = shape.model.and_then(|m| class.warm.get(&m));
+            for list in [warm, Some(&class.by_load)].into_iter().flatten() {
+                let mut taken = 0;
+                for &(_, w) in list.iter().take(scan_limit) {
+                    if feasible(&self.fleet.workers[w as usize]) {
+                        consider(w);
+                        taken += 1;
+                        if taken == k {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (best, second, count)
+    }
+
+    /// The first hard constraint that no worker meets, checked from the most to the least
+    /// fundamental, so the reason names what the user can change.
+    fn diagnose(&self, shape: &Shape, zones: Option<&BitSet>, ok: &[bool]) -> PendingReason {
+        let f = self.fleet;
+        let members = |pred: &dyn Fn(usize) -> bool| -> u32 {
+            (0..f.classes.len()).filter(|&c| pred(c)).map(|c| f.classes[c].members).sum()
+        };
+        if members(&|_| true) == 0 {
+            return PendingReason::NoWorkers;
+        }
+        let sig = |c: usize| f.classes[c].sig();
+        let model_ok = |c: usize| shape.model.is_none_or(|m| sig(c).any_model || sig(c).models.contains(m));
+        if let Some(m) = shape.model {
+            if members(&model_ok) == 0 {
+                return PendingReason::NoWorkerServesModel { model: f.models.name(m).clone() };
+            }
+        }
+        let tools_ok = |c: usize| model_ok(c) && sig(c).tools.is_superset(&shape.tools);
+        if members(&tools_ok) == 0 {
+            return PendingReason::NoWorkerHasTools { tools: shape.tools.iter().map(|t| f.tools.name(t).clone()).collect() };
+        }
+        let gpus_ok = |c: usize| tools_ok(c) && sig(c).gpus >= shape.gpus;
+        if members(&gpus_ok) == 0 {
+            return PendingReason::NoWorkerHasGpus { gpus: shape.gpus };
+        }
+        let size_ok = |c: usize| gpus_ok(c) && sig(c).cpu >= shape.cpu && sig(c).mem >= shape.mem;
+        if members(&size_ok) == 0 {
+            return PendingReason::NoWorkerLargeEnough { cpu: shape.cpu, mem: shape.mem };
+        }
+        if let Some(cl) = shape.classification {
+            if members(&|c| ok.get(c).copied().unwrap_or(false)) == 0 {
+                return PendingReason::NoWorkerCleared { classification: f.classifications.name(cl).clone() };
+            }
+        }
+        let placeable = |c: usize| ok.get(c).copied().unwrap_or(false) && self.zone_ok(zones, c);
+        let total = members(&placeable);
+        if total == 0 {
+            return PendingReason::NoWorkerInAllowedLocalities;
+        }
+        let healthy: u32 = (0..f.classes.len()).filter(|&c| placeable(c)).map(|c| f.classes[c].by_load.len() as u32).sum();
+        if healthy == 0 {
+            return PendingReason::NoHealthyWorker { model: shape.model.map(|m| f.models.name(m).clone()), unhealthy: total };
+        }
+        PendingReason::AllBusy { eligible: healthy, cpu: shape.cpu, mem: shape.mem, gpus: shape.gpus }
+    }
+}

@@ -1,0 +1,85 @@
+//! The ready queue: tasks waiting for a worker, in buckets of (priority, tenant, shape).
+//!
+//! Inside a bucket, tasks are in job age order. A scheduling pass takes buckets from a heap
+//! ordered by effective priority (priority plus aging), then the tenant's dominant resource
+//! share (lowest first, for fairness between tenants of equal priority), then age. Tasks of one
+//! bucket are interchangeable for placement, so when the head of a bucket cannot be placed, the
+//! rest of the bucket is skipped for that pass.
+
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
+
+use crate::place::PendingReason;
+use crate::time::Timestamp;
+
+/// A queued task, ordered by its job's age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Queued {
+    pub submitted: Timestamp,
+    pub job_seq: u64,
+    pub job: u32,
+    pub task: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    pub priority: i32,
+    pub tenant: u32,
+    pub shape: u32,
+    pub tasks: BTreeSet<Queued>,
+    pub reason: Option<PendingReason>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadyQueue {
+    pub buckets: Vec<Bucket>,
+    ids: FxHashMap<(i32, u32, u32), u32>,
+    /// Buckets that hold tasks, kept so a pass need not look at empty ones.
+    pub nonempty: BTreeSet<u32>,
+    pub len: usize,
+}
+
+impl ReadyQueue {
+    pub fn bucket_of(&mut self, priority: i32, tenant: u32, shape: u32) -> u32 {
+        *self.ids.entry((priority, tenant, shape)).or_insert_with(|| {
+            self.buckets.push(Bucket { priority, tenant, shape, tasks: BTreeSet::new(), reason: None });
+            (self.buckets.len() - 1) as u32
+        })
+    }
+
+    pub fn push(&mut self, bucket: u32, q: Queued) {
+        if self.buckets[bucket as usize].tasks.insert(q) {
+            self.len += 1;
+            self.nonempty.insert(bucket);
+        }
+    }
+
+    pub fn remove(&mut self, bucket: u32, q: &Queued) -> bool {
+        let b = &mut self.buckets[bucket as usize];
+        let removed = b.tasks.remove(q);
+        if removed {
+            self.len -= 1;
+            if b.tasks.is_empty() {
+                b.reason = None;
+                self.nonempty.remove(&bucket);
+            }
+        }
+        removed
+    }
+
+    pub fn head(&self, bucket: u32) -> Option<&Queued> {
+        self.buckets[bucket as usize].tasks.first()
+    }
+}
+
+/// A bucket's place in one pass. Larger sorts first in a max-heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct PassKey {
+    pub effective_priority: i64,
+    /// `u64::MAX - share`: a smaller share sorts first.
+    pub inverse_share: u64,
+    /// Older heads sort first.
+    pub inverse_age: std::cmp::Reverse<(Timestamp, u64)>,
+    pub bucket: std::cmp::Reverse<u32>,
+}
