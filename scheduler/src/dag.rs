@@ -65,7 +65,12 @@ impl Dag {
     pub fn levels(&self) -> Vec<u32> {
         let mut level = vec![0u32; self.len()];
         for &t in &self.topo {
-            level[t as usize] = self.parents(t).iter().map(|&p| level[p as usize] + 1).max().unwrap_or(0);
+            level[t as usize] = self
+                .parents(t)
+                .iter()
+                .map(|&p| level[p as usize] + 1)
+                .max()
+                .unwrap_or(0);
         }
         level
     }
@@ -105,17 +110,28 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
         return Err(ValidationErrors(issues));
     }
     if tasks.len() > limits.max_tasks_per_job {
-        issues.push(ValidationIssue::TooManyTasks { count: tasks.len(), limit: limits.max_tasks_per_job });
+        issues.push(ValidationIssue::TooManyTasks {
+            count: tasks.len(),
+            limit: limits.max_tasks_per_job,
+        });
     }
 
     let mut index: FxHashMap<&str, u32> = FxHashMap::default();
     index.reserve(tasks.len());
     for (i, task) in tasks.iter().enumerate() {
         if let Some(why) = id_problem(&task.id) {
-            issues.push(ValidationIssue::InvalidTaskId { index: i, id: task.id.clone(), why });
+            issues.push(ValidationIssue::InvalidTaskId {
+                index: i,
+                id: task.id.clone(),
+                why,
+            });
         }
         if let Some(&first) = index.get(task.id.as_str()) {
-            issues.push(ValidationIssue::DuplicateTaskId { id: task.id.clone(), first: first as usize, index: i });
+            issues.push(ValidationIssue::DuplicateTaskId {
+                id: task.id.clone(),
+                first: first as usize,
+                index: i,
+            });
         } else {
             index.insert(&task.id, i as u32);
         }
@@ -126,7 +142,10 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
     let mut edges: Vec<(u32, u32)> = Vec::new();
     for (d, dep) in spec.dependencies.iter().enumerate() {
         let Some(&child) = index.get(dep.task.as_str()) else {
-            issues.push(ValidationIssue::UnknownTask { index: d, task: dep.task.clone() });
+            issues.push(ValidationIssue::UnknownTask {
+                index: d,
+                task: dep.task.clone(),
+            });
             continue;
         };
         for parent in &dep.depends_on {
@@ -136,9 +155,10 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
                     task: dep.task.clone(),
                     missing: parent.clone(),
                 }),
-                Some(&p) if p == child => {
-                    issues.push(ValidationIssue::SelfDependency { index: d, task: dep.task.clone() })
-                }
+                Some(&p) if p == child => issues.push(ValidationIssue::SelfDependency {
+                    index: d,
+                    task: dep.task.clone(),
+                }),
                 Some(&p) => edges.push((p, child)),
             }
         }
@@ -146,7 +166,10 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
     edges.sort_unstable();
     edges.dedup();
     if edges.len() > limits.max_edges_per_job {
-        issues.push(ValidationIssue::TooManyEdges { count: edges.len(), limit: limits.max_edges_per_job });
+        issues.push(ValidationIssue::TooManyEdges {
+            count: edges.len(),
+            limit: limits.max_edges_per_job,
+        });
     }
 
     let n = tasks.len();
@@ -157,7 +180,11 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
             issues.push(ValidationIssue::Cycle { path });
         }
     }
-    if issues.is_empty() { Ok(dag) } else { Err(ValidationErrors(issues)) }
+    if issues.is_empty() {
+        Ok(dag)
+    } else {
+        Err(ValidationErrors(issues))
+    }
 }
 
 fn id_problem(id: &str) -> Option<&'static str> {
@@ -167,7 +194,10 @@ fn id_problem(id: &str) -> Option<&'static str> {
     if id.len() > 63 {
         return Some("it is longer than 63 characters");
     }
-    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Some("use only lowercase letters, digits, '-', '_' and '.'");
     }
     None
@@ -177,16 +207,28 @@ fn check_task(task: &TaskSpec, limits: &Limits, issues: &mut Vec<ValidationIssue
     let r = &task.resources;
     let mut bad = Vec::new();
     if r.cpu_millis == 0 || r.cpu_millis > limits.max_task_cpu_millis {
-        bad.push(format!("cpuMillis {} is outside 1..={}", r.cpu_millis, limits.max_task_cpu_millis));
+        bad.push(format!(
+            "cpuMillis {} is outside 1..={}",
+            r.cpu_millis, limits.max_task_cpu_millis
+        ));
     }
     if r.memory_mib == 0 || r.memory_mib > limits.max_task_memory_mib {
-        bad.push(format!("memoryMib {} is outside 1..={}", r.memory_mib, limits.max_task_memory_mib));
+        bad.push(format!(
+            "memoryMib {} is outside 1..={}",
+            r.memory_mib, limits.max_task_memory_mib
+        ));
     }
     if r.gpus > limits.max_task_gpus {
-        bad.push(format!("gpus {} is over the limit of {}", r.gpus, limits.max_task_gpus));
+        bad.push(format!(
+            "gpus {} is over the limit of {}",
+            r.gpus, limits.max_task_gpus
+        ));
     }
     if !bad.is_empty() {
-        issues.push(ValidationIssue::InvalidResources { task: task.id.clone(), why: bad.join("; ") });
+        issues.push(ValidationIssue::InvalidResources {
+            task: task.id.clone(),
+            why: bad.join("; "),
+        });
     }
     if let Some(t) = task.timeout_seconds {
         if t == 0 || t > limits.max_timeout_seconds {
@@ -198,9 +240,15 @@ fn check_task(task: &TaskSpec, limits: &Limits, issues: &mut Vec<ValidationIssue
     }
     let rp = &task.retry;
     let why = if rp.limit > limits.max_retries {
-        Some(format!("limit {} is over the maximum of {}", rp.limit, limits.max_retries))
+        Some(format!(
+            "limit {} is over the maximum of {}",
+            rp.limit, limits.max_retries
+        ))
     } else if !rp.backoff_factor.is_finite() || rp.backoff_factor < 1.0 {
-        Some(format!("backoffFactor {} must be a number of at least 1", rp.backoff_factor))
+        Some(format!(
+            "backoffFactor {} must be a number of at least 1",
+            rp.backoff_factor
+        ))
     } else if rp.max_backoff_ms < rp.initial_backoff_ms {
         Some(format!(
             "maxBackoffMs {} is below initialBackoffMs {}",
@@ -210,10 +258,15 @@ fn check_task(task: &TaskSpec, limits: &Limits, issues: &mut Vec<ValidationIssue
         None
     };
     if let Some(why) = why {
-        issues.push(ValidationIssue::InvalidRetry { task: task.id.clone(), why });
+        issues.push(ValidationIssue::InvalidRetry {
+            task: task.id.clone(),
+            why,
+        });
     }
     if task.kind == TaskKind::Inference && task.model.as_deref().is_none_or(str::is_empty) {
-        issues.push(ValidationIssue::InferenceWithoutModel { task: task.id.clone() });
+        issues.push(ValidationIssue::InferenceWithoutModel {
+            task: task.id.clone(),
+        });
     }
 }
 
@@ -239,8 +292,12 @@ fn build(n: usize, edges: &[(u32, u32)]) -> Dag {
         children[cfill[p as usize] as usize] = c;
         cfill[p as usize] += 1;
     }
-    let mut indegree: Vec<u32> = (0..n).map(|t| parent_start[t + 1] - parent_start[t]).collect();
-    let mut topo: Vec<u32> = (0..n as u32).filter(|&t| indegree[t as usize] == 0).collect();
+    let mut indegree: Vec<u32> = (0..n)
+        .map(|t| parent_start[t + 1] - parent_start[t])
+        .collect();
+    let mut topo: Vec<u32> = (0..n as u32)
+        .filter(|&t| indegree[t as usize] == 0)
+        .collect();
     let mut head = 0;
     while head < topo.len() {
         let t = topo[head] as usize;
@@ -252,7 +309,13 @@ fn build(n: usize, edges: &[(u32, u32)]) -> Dag {
             }
         }
     }
-    Dag { parent_start, parents, child_start, children, topo }
+    Dag {
+        parent_start,
+        parents,
+        child_start,
+        children,
+        topo,
+    }
 }
 
 /// One cycle for each strongly connected component left over by Kahn's algorithm, each path

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::api::{
-    AttemptRef, Capabilities, Health, JobPhase, JobSpec, ModelRouteSpec, Outcome, PolicySpec, Progress,
-    Quotas, ResolvedRoute, RetryPolicy, TaskKind, TaskPhase,
+    AttemptRef, Capabilities, Health, JobPhase, JobSpec, ModelRouteSpec, Outcome, PolicySpec,
+    Progress, Quotas, ResolvedRoute, RetryPolicy, TaskKind, TaskPhase,
 };
 use crate::dag::Dag;
 use crate::event::{Assignment, CancelReason, Effect, Event, Heartbeat, Ignored};
@@ -32,14 +32,36 @@ use crate::time::Timestamp;
 pub(crate) enum TaskState {
     Waiting,
     Ready,
-    Retrying { not_before: Timestamp },
-    Assigned { worker: WorkerId, at: Timestamp, cold: bool },
-    Running { worker: WorkerId, at: Timestamp, started: Timestamp, cold: bool },
-    Succeeded { at: Timestamp, artifact: Option<Box<str>> },
-    Failed { at: Timestamp },
-    TimedOut { at: Timestamp },
-    Canceled { at: Timestamp },
-    Skipped { at: Timestamp },
+    Retrying {
+        not_before: Timestamp,
+    },
+    Assigned {
+        worker: WorkerId,
+        at: Timestamp,
+        cold: bool,
+    },
+    Running {
+        worker: WorkerId,
+        at: Timestamp,
+        started: Timestamp,
+        cold: bool,
+    },
+    Succeeded {
+        at: Timestamp,
+        artifact: Option<Box<str>>,
+    },
+    Failed {
+        at: Timestamp,
+    },
+    TimedOut {
+        at: Timestamp,
+    },
+    Canceled {
+        at: Timestamp,
+    },
+    Skipped {
+        at: Timestamp,
+    },
 }
 
 impl TaskState {
@@ -62,7 +84,12 @@ impl TaskState {
     pub fn active(&self) -> Option<(WorkerId, Timestamp, Option<Timestamp>, bool)> {
         match *self {
             TaskState::Assigned { worker, at, cold } => Some((worker, at, None, cold)),
-            TaskState::Running { worker, at, started, cold } => Some((worker, at, Some(started), cold)),
+            TaskState::Running {
+                worker,
+                at,
+                started,
+                cold,
+            } => Some((worker, at, Some(started), cold)),
             _ => None,
         }
     }
@@ -222,18 +249,31 @@ impl Scheduler {
         let now = self.now;
         self.fire_timers(now, &mut out);
         match event {
-            Event::JobSubmitted { key, spec, trace_id } => self.submit(&key, spec, trace_id, now, &mut out),
+            Event::JobSubmitted {
+                key,
+                spec,
+                trace_id,
+            } => self.submit(&key, spec, trace_id, now, &mut out),
             Event::JobCanceled { key } => match self.job_ids.get(key.as_str()) {
                 Some(&j) => {
                     self.job_mut(j).cancel_requested = true;
-                    self.terminate(j, JobPhase::Canceled, "Canceled", "the job was canceled".into(), now, &mut out)
+                    self.terminate(
+                        j,
+                        JobPhase::Canceled,
+                        "Canceled",
+                        "the job was canceled".into(),
+                        now,
+                        &mut out,
+                    )
                 }
                 None => out.push(Effect::Ignored(Ignored::UnknownJob { job: key })),
             },
             Event::JobForgotten { key } => self.forget(&key, &mut out),
-            Event::WorkerRegistered { name, capabilities, incarnation } => {
-                self.register(&name, capabilities, incarnation, now, &mut out)
-            }
+            Event::WorkerRegistered {
+                name,
+                capabilities,
+                incarnation,
+            } => self.register(&name, capabilities, incarnation, now, &mut out),
             Event::WorkerRemoved { name } => match self.fleet.id(&name) {
                 Some(w) => {
                     self.lose_attempts(w, format!("worker {name} was removed"), now, &mut out);
@@ -243,16 +283,43 @@ impl Scheduler {
             },
             Event::Heartbeat(hb) => self.heartbeat(hb, now, &mut out),
             Event::TaskStarted { attempt, worker } => self.started(attempt, &worker, now, &mut out),
-            Event::TaskSucceeded { attempt, worker, artifact_uri } => {
+            Event::TaskSucceeded {
+                attempt,
+                worker,
+                artifact_uri,
+            } => {
                 if let Some((j, t)) = self.fence(&attempt, &worker, &mut out) {
                     self.mark_running(j, now, &mut out);
-                    self.finish_attempt(j, t, now, Outcome::Succeeded, None, artifact_uri, true, &mut out);
+                    self.finish_attempt(
+                        j,
+                        t,
+                        now,
+                        Outcome::Succeeded,
+                        None,
+                        artifact_uri,
+                        true,
+                        &mut out,
+                    );
                 }
             }
-            Event::TaskFailed { attempt, worker, error, retryable } => {
+            Event::TaskFailed {
+                attempt,
+                worker,
+                error,
+                retryable,
+            } => {
                 if let Some((j, t)) = self.fence(&attempt, &worker, &mut out) {
                     self.mark_running(j, now, &mut out);
-                    self.finish_attempt(j, t, now, Outcome::Failed, Some(error), None, retryable, &mut out);
+                    self.finish_attempt(
+                        j,
+                        t,
+                        now,
+                        Outcome::Failed,
+                        Some(error),
+                        None,
+                        retryable,
+                        &mut out,
+                    );
                 }
             }
             Event::PolicyUpserted { name, spec } => {
@@ -320,23 +387,58 @@ impl Scheduler {
                     if t.attempt != attempt {
                         continue;
                     }
-                    let Some((w, _, _, _)) = t.state.active() else { continue };
+                    let Some((w, _, _, _)) = t.state.active() else {
+                        continue;
+                    };
                     let limit = t.timeout_ms.unwrap_or(0);
-                    let (jk, tk, wk) = (self.job(job).key.clone(), t.id.clone(), self.fleet.workers[w as usize].name.clone());
-                    out.push(Effect::Cancel { job: jk.clone(), task: tk.clone(), attempt, worker: wk.clone(), reason: CancelReason::TaskTimedOut });
-                    out.push(Effect::TaskTimedOut { job: jk, task: tk, attempt, worker: wk });
+                    let (jk, tk, wk) = (
+                        self.job(job).key.clone(),
+                        t.id.clone(),
+                        self.fleet.workers[w as usize].name.clone(),
+                    );
+                    out.push(Effect::Cancel {
+                        job: jk.clone(),
+                        task: tk.clone(),
+                        attempt,
+                        worker: wk.clone(),
+                        reason: CancelReason::TaskTimedOut,
+                    });
+                    out.push(Effect::TaskTimedOut {
+                        job: jk,
+                        task: tk,
+                        attempt,
+                        worker: wk,
+                    });
                     self.stats.timeouts += 1;
-                    let error = format!("attempt {attempt} ran past its timeout of {}s", limit / 1000);
-                    self.finish_attempt(job, task, at, Outcome::TimedOut, Some(error), None, true, out);
+                    let error = format!(
+                        "attempt {attempt} ran past its timeout of {}s",
+                        limit / 1000
+                    );
+                    self.finish_attempt(
+                        job,
+                        task,
+                        at,
+                        Outcome::TimedOut,
+                        Some(error),
+                        None,
+                        true,
+                        out,
+                    );
                 }
                 Timer::JobTimeout { job } => {
                     if self.live(job) && !self.job(job).phase.is_terminal() {
                         let secs = self.job(job).timeout_ms.unwrap_or(0) / 1000;
-                        let msg = format!("the job ran past its timeout of {secs}s; its unfinished tasks were canceled");
+                        let msg = format!(
+                            "the job ran past its timeout of {secs}s; its unfinished tasks were canceled"
+                        );
                         self.terminate(job, JobPhase::Failed, "JobTimedOut", msg, at, out);
                     }
                 }
-                Timer::WorkerCheck { worker } => self.check_worker(worker, at, out),
+                Timer::WorkerCheck { worker } => {
+                    if self.fleet.workers[worker as usize].check_at == Some(at) {
+                        self.check_worker(worker, at, out);
+                    }
+                }
             }
         }
     }
@@ -346,7 +448,10 @@ impl Scheduler {
     pub(crate) fn tenant_id(&mut self, name: &str) -> u32 {
         let id = self.tenant_ids.intern(name);
         if id as usize == self.tenants.len() {
-            self.tenants.push(TenantRt { name: name.into(), ..TenantRt::default() });
+            self.tenants.push(TenantRt {
+                name: name.into(),
+                ..TenantRt::default()
+            });
             self.refresh_tenant(id);
         }
         id
@@ -363,10 +468,19 @@ impl Scheduler {
     pub(crate) fn refresh_tenant(&mut self, id: u32) {
         let name = self.tenants[id as usize].name.clone();
         let (quotas, zones) = match self.tenant_policy(&name) {
-            Some((_, p)) => (p.quotas, (!p.allowed_localities.is_empty()).then(|| p.allowed_localities.clone())),
+            Some((_, p)) => (
+                p.quotas,
+                (!p.allowed_localities.is_empty()).then(|| p.allowed_localities.clone()),
+            ),
             None => (Quotas::default(), None),
         };
-        let zones = zones.map(|z| BitSet::from_ids(z.iter().map(|z| self.fleet.zones.intern(z)).collect::<Vec<_>>()));
+        let zones = zones.map(|z| {
+            BitSet::from_ids(
+                z.iter()
+                    .map(|z| self.fleet.zones.intern(z))
+                    .collect::<Vec<_>>(),
+            )
+        });
         let t = &mut self.tenants[id as usize];
         t.quotas = quotas;
         t.zones = zones;
@@ -380,9 +494,18 @@ impl Scheduler {
         self.dirty = true;
     }
 
-    fn submit(&mut self, key: &str, mut spec: JobSpec, trace_id: Option<String>, now: Timestamp, out: &mut Vec<Effect>) {
+    fn submit(
+        &mut self,
+        key: &str,
+        mut spec: JobSpec,
+        trace_id: Option<String>,
+        now: Timestamp,
+        out: &mut Vec<Effect>,
+    ) {
         if self.job_ids.contains_key(key) {
-            out.push(Effect::Ignored(Ignored::DuplicateJob { job: key.to_owned() }));
+            out.push(Effect::Ignored(Ignored::DuplicateJob {
+                job: key.to_owned(),
+            }));
             return;
         }
         let key: Arc<str> = key.into();
@@ -417,7 +540,11 @@ impl Scheduler {
         match self.prepare(&mut spec) {
             Ok((dag, planned, routes)) => {
                 if planned {
-                    out.push(Effect::JobPlanned { job: key.clone(), tasks: spec.tasks.clone(), dependencies: spec.dependencies.clone() });
+                    out.push(Effect::JobPlanned {
+                        job: key.clone(),
+                        tasks: spec.tasks.clone(),
+                        dependencies: spec.dependencies.clone(),
+                    });
                 }
                 job.dag = dag;
                 self.build_tasks(&mut job, &spec, Some(routes));
@@ -425,7 +552,14 @@ impl Scheduler {
                 self.jobs.push(Some(job));
                 self.job_ids.insert(key, j);
                 if spec.cancel {
-                    self.terminate(j, JobPhase::Canceled, "Canceled", "the job was submitted canceled".into(), now, out);
+                    self.terminate(
+                        j,
+                        JobPhase::Canceled,
+                        "Canceled",
+                        "the job was submitted canceled".into(),
+                        now,
+                        out,
+                    );
                 } else {
                     self.enqueue_admission(j);
                     self.admit_waiting(tenant, now, out);
@@ -439,7 +573,13 @@ impl Scheduler {
                 job.finished = Some(now);
                 self.jobs.push(Some(job));
                 self.job_ids.insert(key.clone(), j);
-                out.push(Effect::JobPhaseChanged { job: key, from: JobPhase::Queued, to: JobPhase::Failed, reason, message: Some(message) });
+                out.push(Effect::JobPhaseChanged {
+                    job: key,
+                    from: JobPhase::Queued,
+                    to: JobPhase::Failed,
+                    reason,
+                    message: Some(message),
+                });
             }
         }
     }
@@ -447,20 +587,32 @@ impl Scheduler {
     /// Plans, validates and checks a spec against policy, and routes its inference tasks.
     /// Errors are (reason, message).
     #[allow(clippy::type_complexity)]
-    fn prepare(&self, spec: &mut JobSpec) -> Result<(Dag, bool, Vec<Option<ResolvedRoute>>), (&'static str, String)> {
+    fn prepare(
+        &self,
+        spec: &mut JobSpec,
+    ) -> Result<(Dag, bool, Vec<Option<ResolvedRoute>>), (&'static str, String)> {
         let planned = crate::plan::expand_into(spec, self.settings.limits.max_tasks_per_job)
             .map_err(|e| ("ValidationFailed", e.to_string()))?;
-        let dag = crate::dag::validate(spec, &self.settings.limits).map_err(|e| ("ValidationFailed", e.to_string()))?;
+        let dag = crate::dag::validate(spec, &self.settings.limits)
+            .map_err(|e| ("ValidationFailed", e.to_string()))?;
         let policy = match &spec.policy_ref {
             Some(name) => match self.policies.get(name) {
                 Some(p) if p.tenant == spec.tenant || p.tenant == "*" => Some((name, p)),
                 Some(p) => {
-                    return Err(("PolicyDenied", format!(
-                        "policy `{name}` governs tenant `{}`, not `{}`: reference a policy of your own tenant",
-                        p.tenant, spec.tenant
-                    )));
+                    return Err((
+                        "PolicyDenied",
+                        format!(
+                            "policy `{name}` governs tenant `{}`, not `{}`: reference a policy of your own tenant",
+                            p.tenant, spec.tenant
+                        ),
+                    ));
                 }
-                None => return Err(("PolicyNotFound", format!("policy `{name}` does not exist: create it or drop spec.policyRef"))),
+                None => {
+                    return Err((
+                        "PolicyNotFound",
+                        format!("policy `{name}` does not exist: create it or drop spec.policyRef"),
+                    ));
+                }
             },
             None => self.tenant_policy(&spec.tenant),
         };
@@ -498,7 +650,12 @@ impl Scheduler {
         Ok((dag, planned, routes))
     }
 
-    pub(crate) fn build_tasks(&mut self, job: &mut JobRt, spec: &JobSpec, routes: Option<Vec<Option<ResolvedRoute>>>) {
+    pub(crate) fn build_tasks(
+        &mut self,
+        job: &mut JobRt,
+        spec: &JobSpec,
+        routes: Option<Vec<Option<ResolvedRoute>>>,
+    ) {
         let mut routes = routes.map(Vec::into_iter);
         job.tasks.reserve_exact(spec.tasks.len());
         for (i, t) in spec.tasks.iter().enumerate() {
@@ -508,14 +665,26 @@ impl Scheduler {
                 mem: t.resources.memory_mib,
                 gpus: t.resources.gpus,
                 model: t.model.as_deref().map(|m| f.models.intern(m)),
-                tools: BitSet::from_ids(t.tools.iter().map(|x| f.tools.intern(x)).collect::<Vec<_>>()),
+                tools: BitSet::from_ids(
+                    t.tools
+                        .iter()
+                        .map(|x| f.tools.intern(x))
+                        .collect::<Vec<_>>(),
+                ),
                 locality: t.locality.as_deref().map(|z| f.zones.intern(z)),
-                classification: t.classification.as_deref().map(|c| f.classifications.intern(c)),
+                classification: t
+                    .classification
+                    .as_deref()
+                    .map(|c| f.classifications.intern(c)),
             };
             let model = shape.model;
             let shape = self.shapes.intern(shape);
             let bucket = self.queue.bucket_of(job.priority, job.tenant, shape);
-            let route = routes.as_mut().and_then(Iterator::next).flatten().map(Box::new);
+            let route = routes
+                .as_mut()
+                .and_then(Iterator::next)
+                .flatten()
+                .map(Box::new);
             let id: Arc<str> = t.id.as_str().into();
             job.task_ids.insert(id.clone(), i as u32);
             job.tasks.push(TaskRt {
@@ -528,14 +697,20 @@ impl Scheduler {
                 mem: t.resources.memory_mib,
                 gpus: t.resources.gpus,
                 model,
-                hint_ms: t.expected_duration_ms.unwrap_or(self.settings.default_duration_ms),
+                hint_ms: t
+                    .expected_duration_ms
+                    .unwrap_or(self.settings.default_duration_ms),
                 timeout_ms: t.timeout_seconds.map(|s| s.saturating_mul(1000)),
                 retry: t.retry,
                 error: None,
                 route,
             });
         }
-        job.progress = Progress { total: spec.tasks.len() as u32, waiting: spec.tasks.len() as u32, ..Progress::default() };
+        job.progress = Progress {
+            total: spec.tasks.len() as u32,
+            waiting: spec.tasks.len() as u32,
+            ..Progress::default()
+        };
     }
 
     pub(crate) fn enqueue_admission(&mut self, j: u32) {
@@ -549,7 +724,9 @@ impl Scheduler {
     pub(crate) fn admit_waiting(&mut self, tenant: u32, now: Timestamp, out: &mut Vec<Effect>) {
         loop {
             let t = &self.tenants[tenant as usize];
-            let Some(&first) = t.admission.first() else { return };
+            let Some(&first) = t.admission.first() else {
+                return;
+            };
             if let Err(block) = policy::job_fits(&t.quotas, &t.usage) {
                 let waiting: Vec<u32> = t.admission.iter().map(|e| e.3).collect();
                 for (pos, j) in waiting.into_iter().enumerate() {
@@ -577,13 +754,22 @@ impl Scheduler {
         if let Some(ms) = job.timeout_ms {
             self.arm(now.plus_ms(ms), Timer::JobTimeout { job: j });
         }
-        let roots: Vec<u32> = (0..self.job(j).tasks.len() as u32).filter(|&t| self.job(j).tasks[t as usize].unmet == 0).collect();
+        let roots: Vec<u32> = (0..self.job(j).tasks.len() as u32)
+            .filter(|&t| self.job(j).tasks[t as usize].unmet == 0)
+            .collect();
         for t in roots {
             self.make_ready(j, t);
         }
     }
 
-    pub(crate) fn set_phase(&mut self, j: u32, to: JobPhase, reason: &'static str, message: Option<String>, out: &mut Vec<Effect>) {
+    pub(crate) fn set_phase(
+        &mut self,
+        j: u32,
+        to: JobPhase,
+        reason: &'static str,
+        message: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
         let job = self.job_mut(j);
         let from = job.phase;
         if from == to {
@@ -592,7 +778,13 @@ impl Scheduler {
         job.phase = to;
         job.reason = Some(reason);
         job.message = message.clone();
-        out.push(Effect::JobPhaseChanged { job: job.key.clone(), from, to, reason, message });
+        out.push(Effect::JobPhaseChanged {
+            job: job.key.clone(),
+            from,
+            to,
+            reason,
+            message,
+        });
     }
 
     fn mark_running(&mut self, j: u32, _now: Timestamp, out: &mut Vec<Effect>) {
@@ -614,7 +806,15 @@ impl Scheduler {
 
     pub(crate) fn queued(&self, j: u32, t: u32) -> (u32, Queued) {
         let job = self.job(j);
-        (job.tasks[t as usize].bucket, Queued { submitted: job.submitted, job_seq: job.seq, job: j, task: t })
+        (
+            job.tasks[t as usize].bucket,
+            Queued {
+                submitted: job.submitted,
+                job_seq: job.seq,
+                job: j,
+                task: t,
+            },
+        )
     }
 
     pub(crate) fn make_ready(&mut self, j: u32, t: u32) {
@@ -639,8 +839,11 @@ impl Scheduler {
     ) {
         let job = self.job(j);
         let task = &job.tasks[t as usize];
-        let Some((w, at, started, cold)) = task.state.active() else { return };
-        let (cpu, mem, gpus, attempt, hint) = (task.cpu, task.mem, task.gpus, task.attempt, task.hint_ms);
+        let Some((w, at, started, cold)) = task.state.active() else {
+            return;
+        };
+        let (cpu, mem, gpus, attempt, hint) =
+            (task.cpu, task.mem, task.gpus, task.attempt, task.hint_ms);
         let traceparent = traceparent(&job.trace_id, &job.key, &task.id, attempt);
         let record = crate::api::ExecutionRecord {
             job: job.key.to_string(),
@@ -669,14 +872,25 @@ impl Scheduler {
                 if let (Some(s), false) = (started, cold) {
                     let ran = now.since(s).max(1);
                     let smoothing = self.settings.speed_smoothing;
-                    self.fleet.observe_speed(w, hint as f64 / ran as f64, smoothing);
+                    self.fleet
+                        .observe_speed(w, hint as f64 / ran as f64, smoothing);
                 }
-                self.set_state(j, t, TaskState::Succeeded { at: now, artifact: artifact.map(Into::into) });
+                self.set_state(
+                    j,
+                    t,
+                    TaskState::Succeeded {
+                        at: now,
+                        artifact: artifact.map(Into::into),
+                    },
+                );
                 let children: Vec<u32> = self.job(j).dag.children(t).to_vec();
                 for c in children {
                     let child = &mut self.job_mut(j).tasks[c as usize];
                     child.unmet -= 1;
-                    if child.unmet == 0 && child.state == TaskState::Waiting && !self.job(j).phase.is_terminal() {
+                    if child.unmet == 0
+                        && child.state == TaskState::Waiting
+                        && !self.job(j).phase.is_terminal()
+                    {
                         self.make_ready(j, c);
                     }
                 }
@@ -691,11 +905,28 @@ impl Scheduler {
                     let not_before = now.plus_ms(task.retry.backoff_before(attempt + 1));
                     let (jk, tk) = (self.job(j).key.clone(), task.id.clone());
                     self.set_state(j, t, TaskState::Retrying { not_before });
-                    self.arm(not_before, Timer::Backoff { job: j, task: t, attempt });
+                    self.arm(
+                        not_before,
+                        Timer::Backoff {
+                            job: j,
+                            task: t,
+                            attempt,
+                        },
+                    );
                     self.stats.retries += 1;
-                    out.push(Effect::Requeue { job: jk, task: tk, failed_attempt: attempt, not_before, error });
+                    out.push(Effect::Requeue {
+                        job: jk,
+                        task: tk,
+                        failed_attempt: attempt,
+                        not_before,
+                        error,
+                    });
                 } else {
-                    let end = if outcome == Outcome::TimedOut { TaskState::TimedOut { at: now } } else { TaskState::Failed { at: now } };
+                    let end = if outcome == Outcome::TimedOut {
+                        TaskState::TimedOut { at: now }
+                    } else {
+                        TaskState::Failed { at: now }
+                    };
                     self.set_state(j, t, end);
                     self.skip_descendants(j, t, now);
                     self.maybe_finish(j, now, out);
@@ -722,12 +953,21 @@ impl Scheduler {
         }
         let p = job.progress;
         let (phase, reason, message) = if p.failed + p.timed_out + p.skipped > 0 {
-            let first = job.tasks.iter().find(|t| matches!(t.state, TaskState::Failed { .. } | TaskState::TimedOut { .. }));
+            let first = job.tasks.iter().find(|t| {
+                matches!(
+                    t.state,
+                    TaskState::Failed { .. } | TaskState::TimedOut { .. }
+                )
+            });
             let msg = first.map(|t| {
                 format!(
                     "task `{}` {} after {} attempt(s): {}; {} downstream task(s) skipped",
                     t.id,
-                    if matches!(t.state, TaskState::TimedOut { .. }) { "timed out" } else { "failed" },
+                    if matches!(t.state, TaskState::TimedOut { .. }) {
+                        "timed out"
+                    } else {
+                        "failed"
+                    },
                     t.attempt,
                     t.error.as_deref().unwrap_or("no error message"),
                     p.skipped
@@ -742,7 +982,15 @@ impl Scheduler {
         self.close_job(j, phase, reason, message, now, out);
     }
 
-    fn close_job(&mut self, j: u32, phase: JobPhase, reason: &'static str, message: Option<String>, now: Timestamp, out: &mut Vec<Effect>) {
+    fn close_job(
+        &mut self,
+        j: u32,
+        phase: JobPhase,
+        reason: &'static str,
+        message: Option<String>,
+        now: Timestamp,
+        out: &mut Vec<Effect>,
+    ) {
         let was_admitted = self.job(j).started.is_some();
         self.set_phase(j, phase, reason, message, out);
         let job = self.job_mut(j);
@@ -755,16 +1003,31 @@ impl Scheduler {
     }
 
     /// Cancels every unfinished task and ends the job in `phase`.
-    fn terminate(&mut self, j: u32, phase: JobPhase, reason: &'static str, message: String, now: Timestamp, out: &mut Vec<Effect>) {
+    fn terminate(
+        &mut self,
+        j: u32,
+        phase: JobPhase,
+        reason: &'static str,
+        message: String,
+        now: Timestamp,
+        out: &mut Vec<Effect>,
+    ) {
         if self.job(j).phase.is_terminal() {
             return;
         }
         let (tenant, entry) = {
             let job = self.job(j);
-            (job.tenant, (Reverse(job.priority), job.submitted, job.seq, j))
+            (
+                job.tenant,
+                (Reverse(job.priority), job.submitted, job.seq, j),
+            )
         };
         self.tenants[tenant as usize].admission.remove(&entry);
-        let cancel_reason = if phase == JobPhase::Canceled { CancelReason::JobCanceled } else { CancelReason::JobTimedOut };
+        let cancel_reason = if phase == JobPhase::Canceled {
+            CancelReason::JobCanceled
+        } else {
+            CancelReason::JobTimedOut
+        };
         for t in 0..self.job(j).tasks.len() as u32 {
             let task = &self.job(j).tasks[t as usize];
             match task.state {
@@ -784,7 +1047,9 @@ impl Scheduler {
                     self.queue.remove(bucket, &q);
                     self.set_state(j, t, TaskState::Canceled { at: now });
                 }
-                TaskState::Waiting | TaskState::Retrying { .. } => self.set_state(j, t, TaskState::Canceled { at: now }),
+                TaskState::Waiting | TaskState::Retrying { .. } => {
+                    self.set_state(j, t, TaskState::Canceled { at: now })
+                }
                 _ => {}
             }
         }
@@ -798,7 +1063,9 @@ impl Scheduler {
                 self.jobs[j as usize] = None;
             }
             Some(_) => {} // a live job is never dropped; cancel it first
-            None => out.push(Effect::Ignored(Ignored::UnknownJob { job: key.to_owned() })),
+            None => out.push(Effect::Ignored(Ignored::UnknownJob {
+                job: key.to_owned(),
+            })),
         }
     }
 
@@ -813,31 +1080,59 @@ impl Scheduler {
             return None;
         };
         let Some(&t) = self.job(j).task_ids.get(a.task.as_str()) else {
-            out.push(Effect::Ignored(Ignored::UnknownTask { job: a.job.clone(), task: a.task.clone() }));
+            out.push(Effect::Ignored(Ignored::UnknownTask {
+                job: a.job.clone(),
+                task: a.task.clone(),
+            }));
             self.stats.ignored_reports += 1;
             return None;
         };
         let task = &self.job(j).tasks[t as usize];
-        let current = task.state.active().is_some_and(|(w, ..)| *self.fleet.workers[w as usize].name == *worker);
+        let current = task
+            .state
+            .active()
+            .is_some_and(|(w, ..)| *self.fleet.workers[w as usize].name == *worker);
         if current && task.attempt == a.attempt {
             return Some((j, t));
         }
-        out.push(Effect::Ignored(Ignored::StaleReport { attempt: a.clone(), worker: worker.to_owned(), current_attempt: task.attempt }));
+        out.push(Effect::Ignored(Ignored::StaleReport {
+            attempt: a.clone(),
+            worker: worker.to_owned(),
+            current_attempt: task.attempt,
+        }));
         self.stats.ignored_reports += 1;
         None
     }
 
     fn started(&mut self, a: AttemptRef, worker: &str, now: Timestamp, out: &mut Vec<Effect>) {
-        let Some((j, t)) = self.fence(&a, worker, out) else { return };
+        let Some((j, t)) = self.fence(&a, worker, out) else {
+            return;
+        };
         if let TaskState::Assigned { worker, at, cold } = self.job(j).tasks[t as usize].state {
-            self.set_state(j, t, TaskState::Running { worker, at, started: now, cold });
+            self.set_state(
+                j,
+                t,
+                TaskState::Running {
+                    worker,
+                    at,
+                    started: now,
+                    cold,
+                },
+            );
         }
         self.mark_running(j, now, out);
     }
 
     // ----- workers -----
 
-    fn register(&mut self, name: &str, caps: Capabilities, incarnation: u64, now: Timestamp, out: &mut Vec<Effect>) {
+    fn register(
+        &mut self,
+        name: &str,
+        caps: Capabilities,
+        incarnation: u64,
+        now: Timestamp,
+        out: &mut Vec<Effect>,
+    ) {
         let (w, new) = self.fleet.upsert(name, caps, now);
         if !new && self.fleet.workers[w as usize].incarnation != incarnation {
             self.lose_attempts(w, format!("worker {name} restarted"), now, out);
@@ -851,18 +1146,31 @@ impl Scheduler {
         self.fleet.workers[w as usize].last_heartbeat = now;
         let from = self.fleet.set_health(w, Health::Healthy);
         if from != Health::Healthy {
-            out.push(Effect::WorkerHealthChanged { worker: self.fleet.workers[w as usize].name.clone(), from, to: Health::Healthy });
+            out.push(Effect::WorkerHealthChanged {
+                worker: self.fleet.workers[w as usize].name.clone(),
+                from,
+                to: Health::Healthy,
+            });
             self.dirty = true;
         }
-        if !self.fleet.workers[w as usize].check_armed {
-            self.fleet.workers[w as usize].check_armed = true;
-            self.arm(now.plus_ms(self.settings.stale_after_ms), Timer::WorkerCheck { worker: w });
+        let due = now.plus_ms(self.settings.stale_after_ms);
+        if self.fleet.workers[w as usize]
+            .check_at
+            .is_none_or(|at| at > due)
+        {
+            self.arm_check(w, due);
         }
     }
 
     fn heartbeat(&mut self, hb: Heartbeat, now: Timestamp, out: &mut Vec<Effect>) {
-        let Some(w) = self.fleet.id(&hb.worker).filter(|&w| self.fleet.workers[w as usize].registered) else {
-            out.push(Effect::Ignored(Ignored::UnknownWorker { worker: hb.worker }));
+        let Some(w) = self
+            .fleet
+            .id(&hb.worker)
+            .filter(|&w| self.fleet.workers[w as usize].registered)
+        else {
+            out.push(Effect::Ignored(Ignored::UnknownWorker {
+                worker: hb.worker,
+            }));
             return;
         };
         if self.fleet.workers[w as usize].incarnation != hb.incarnation {
@@ -885,8 +1193,15 @@ impl Scheduler {
             let current = self
                 .job_ids
                 .get(a.job.as_str())
-                .and_then(|&j| self.job(j).task_ids.get(a.task.as_str()).map(|&t| &self.job(j).tasks[t as usize]))
-                .is_some_and(|task| task.attempt == a.attempt && task.state.active().is_some_and(|(aw, ..)| aw == w));
+                .and_then(|&j| {
+                    self.job(j)
+                        .task_ids
+                        .get(a.task.as_str())
+                        .map(|&t| &self.job(j).tasks[t as usize])
+                })
+                .is_some_and(|task| {
+                    task.attempt == a.attempt && task.state.active().is_some_and(|(aw, ..)| aw == w)
+                });
             if !current {
                 out.push(Effect::Cancel {
                     job: a.job.as_str().into(),
@@ -899,9 +1214,14 @@ impl Scheduler {
         }
     }
 
+    pub(crate) fn arm_check(&mut self, w: WorkerId, at: Timestamp) {
+        self.fleet.workers[w as usize].check_at = Some(at);
+        self.arm(at, Timer::WorkerCheck { worker: w });
+    }
+
     fn check_worker(&mut self, w: WorkerId, now: Timestamp, out: &mut Vec<Effect>) {
         let wr = &mut self.fleet.workers[w as usize];
-        wr.check_armed = false;
+        wr.check_at = None;
         if !wr.registered || wr.health == Health::Lost {
             return;
         }
@@ -909,32 +1229,61 @@ impl Scheduler {
         let last = wr.last_heartbeat;
         let name = wr.name.clone();
         let health = wr.health;
-        let (stale, lost) = (self.settings.stale_after_ms, self.settings.lost_after_ms.max(self.settings.stale_after_ms));
+        let (stale, lost) = (
+            self.settings.stale_after_ms,
+            self.settings
+                .lost_after_ms
+                .max(self.settings.stale_after_ms),
+        );
         if silent >= lost {
             self.fleet.set_health(w, Health::Lost);
-            out.push(Effect::WorkerHealthChanged { worker: name.clone(), from: health, to: Health::Lost });
-            self.lose_attempts(w, format!("worker {name} was lost: no heartbeat for {}s", silent / 1000), now, out);
+            out.push(Effect::WorkerHealthChanged {
+                worker: name.clone(),
+                from: health,
+                to: Health::Lost,
+            });
+            self.lose_attempts(
+                w,
+                format!(
+                    "worker {name} was lost: no heartbeat for {}s",
+                    silent / 1000
+                ),
+                now,
+                out,
+            );
             self.dirty = true;
             return;
         }
         let next = if silent >= stale {
             if health == Health::Healthy {
                 self.fleet.set_health(w, Health::Stale);
-                out.push(Effect::WorkerHealthChanged { worker: name, from: health, to: Health::Stale });
+                out.push(Effect::WorkerHealthChanged {
+                    worker: name,
+                    from: health,
+                    to: Health::Stale,
+                });
             }
             last.plus_ms(lost)
         } else {
             last.plus_ms(stale)
         };
-        self.fleet.workers[w as usize].check_armed = true;
-        self.arm(next, Timer::WorkerCheck { worker: w });
+        self.arm_check(w, next);
     }
 
     /// Every attempt on the worker is over; each task retries within its budget.
     fn lose_attempts(&mut self, w: WorkerId, why: String, now: Timestamp, out: &mut Vec<Effect>) {
         let active = self.fleet.workers[w as usize].active.clone();
         for (j, t) in active {
-            self.finish_attempt(j, t, now, Outcome::WorkerLost, Some(why.clone()), None, true, out);
+            self.finish_attempt(
+                j,
+                t,
+                now,
+                Outcome::WorkerLost,
+                Some(why.clone()),
+                None,
+                true,
+                out,
+            );
         }
     }
 
@@ -947,8 +1296,16 @@ impl Scheduler {
         let boost = (now.since(head.submitted) / aging) as i64;
         let u = &self.tenants[b.tenant as usize].usage;
         let f = &self.fleet;
-        let share = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
-        let dominant = share(u.cpu_millis, f.total_cpu).max(share(u.memory_mib, f.total_mem)).max(share(u64::from(u.gpus), f.total_gpus));
+        let share = |used: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                used as f64 / total as f64
+            }
+        };
+        let dominant = share(u.cpu_millis, f.total_cpu)
+            .max(share(u.memory_mib, f.total_mem))
+            .max(share(u64::from(u.gpus), f.total_gpus));
         Some(PassKey {
             effective_priority: i64::from(b.priority) + boost,
             inverse_share: u64::MAX - (dominant.clamp(0.0, 1e6) * 1e9) as u64,
@@ -962,11 +1319,17 @@ impl Scheduler {
         if b.reason.as_ref() == Some(&reason) {
             return;
         }
-        let Some(head) = b.tasks.first().copied() else { return };
+        let Some(head) = b.tasks.first().copied() else {
+            return;
+        };
         let text = reason.to_string();
         b.reason = Some(reason);
         let job = self.job(head.job);
-        out.push(Effect::Pending { job: job.key.clone(), task: job.tasks[head.task as usize].id.clone(), reason: text });
+        out.push(Effect::Pending {
+            job: job.key.clone(),
+            task: job.tasks[head.task as usize].id.clone(),
+            reason: text,
+        });
     }
 
     /// One scheduling pass over the ready queue.
@@ -976,13 +1339,23 @@ impl Scheduler {
         }
         self.dirty = false;
         self.stats.passes += 1;
-        let mut heap: BinaryHeap<PassKey> = self.queue.nonempty.iter().filter_map(|&b| self.pass_key(b, now)).collect();
+        let mut heap: BinaryHeap<PassKey> = self
+            .queue
+            .nonempty
+            .iter()
+            .filter_map(|&b| self.pass_key(b, now))
+            .collect();
         // Shapes that found no worker in this pass, with the zones they were limited to.
         let mut failed: FxHashMap<(u32, Option<u32>), PendingReason> = FxHashMap::default();
         while let Some(key) = heap.pop() {
             let bucket = key.bucket.0;
-            let Some(&head) = self.queue.head(bucket) else { continue };
-            let (tenant, shape) = (self.queue.buckets[bucket as usize].tenant, self.queue.buckets[bucket as usize].shape);
+            let Some(&head) = self.queue.head(bucket) else {
+                continue;
+            };
+            let (tenant, shape) = (
+                self.queue.buckets[bucket as usize].tenant,
+                self.queue.buckets[bucket as usize].shape,
+            );
             let task = &self.job(head.job).tasks[head.task as usize];
             let tr = &self.tenants[tenant as usize];
             if let Err(block) = policy::task_fits(&tr.quotas, &tr.usage, task.cpu, task.gpus) {
@@ -1001,9 +1374,17 @@ impl Scheduler {
                 hint_ms: task.hint_ms,
                 allowed_zones: tr.zones.as_ref(),
                 strategy: self.strategy,
-                rng_key: stable_hash(&[&self.seed.to_le_bytes(), job.key.as_bytes(), task.id.as_bytes(), &task.attempt.to_le_bytes()]),
+                rng_key: stable_hash(&[
+                    &self.seed.to_le_bytes(),
+                    job.key.as_bytes(),
+                    task.id.as_bytes(),
+                    &task.attempt.to_le_bytes(),
+                ]),
             };
-            let placer = Placer { fleet: &self.fleet, settings: &self.settings };
+            let placer = Placer {
+                fleet: &self.fleet,
+                settings: &self.settings,
+            };
             match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
                 Ok(explanation) => {
                     self.queue.remove(bucket, &head);
@@ -1020,13 +1401,30 @@ impl Scheduler {
         }
     }
 
-    fn assign(&mut self, j: u32, t: u32, explanation: Explanation, now: Timestamp, out: &mut Vec<Effect>) {
-        let w = self.fleet.id(&explanation.worker).expect("placement returns a known worker");
+    fn assign(
+        &mut self,
+        j: u32,
+        t: u32,
+        explanation: Explanation,
+        now: Timestamp,
+        out: &mut Vec<Effect>,
+    ) {
+        let w = self
+            .fleet
+            .id(&explanation.worker)
+            .expect("placement returns a known worker");
         let cold = explanation.cold_start;
         let job = self.job_mut(j);
         let task = &mut job.tasks[t as usize];
         task.attempt += 1;
-        let (attempt, cpu, mem, gpus, model, timeout) = (task.attempt, task.cpu, task.mem, task.gpus, task.model, task.timeout_ms);
+        let (attempt, cpu, mem, gpus, model, timeout) = (
+            task.attempt,
+            task.cpu,
+            task.mem,
+            task.gpus,
+            task.model,
+            task.timeout_ms,
+        );
         self.fleet.reserve(w, (j, t), cpu, mem, gpus, model);
         let tenant = self.job(j).tenant as usize;
         let usage = &mut self.tenants[tenant].usage;
@@ -1034,12 +1432,31 @@ impl Scheduler {
         usage.cpu_millis += u64::from(cpu);
         usage.memory_mib += u64::from(mem);
         usage.gpus += gpus;
-        self.set_state(j, t, TaskState::Assigned { worker: w, at: now, cold });
+        self.set_state(
+            j,
+            t,
+            TaskState::Assigned {
+                worker: w,
+                at: now,
+                cold,
+            },
+        );
         if let Some(ms) = timeout {
-            self.arm(now.plus_ms(ms), Timer::TaskTimeout { job: j, task: t, attempt });
+            self.arm(
+                now.plus_ms(ms),
+                Timer::TaskTimeout {
+                    job: j,
+                    task: t,
+                    attempt,
+                },
+            );
         }
         if model.is_some() {
-            if cold { self.stats.cold_starts += 1 } else { self.stats.warm_starts += 1 }
+            if cold {
+                self.stats.cold_starts += 1
+            } else {
+                self.stats.warm_starts += 1
+            }
         }
         self.stats.decisions += 1;
         let job = self.job(j);

@@ -58,7 +58,8 @@ pub(crate) struct WorkerRt {
     pub registered: bool,
     pub incarnation: u64,
     pub last_heartbeat: Timestamp,
-    pub check_armed: bool,
+    /// When the pending health check fires; earlier-armed checks that differ are void.
+    pub check_at: Option<Timestamp>,
     pub free_cpu: u32,
     pub free_mem: u32,
     pub free_gpus: u32,
@@ -112,7 +113,10 @@ impl Fleet {
             Some(&c) => c,
             None => {
                 let c = self.classes.len() as u32;
-                self.classes.push(Class { sig: Some(sig.clone()), ..Class::default() });
+                self.classes.push(Class {
+                    sig: Some(sig.clone()),
+                    ..Class::default()
+                });
                 self.class_ids.insert(sig, c);
                 c
             }
@@ -127,7 +131,11 @@ impl Fleet {
             self.classes[class as usize].members += 1;
             let w = &mut self.workers[id as usize];
             // Keep what is reserved: capacity shrinks by the same amount in use.
-            let used = (w.caps.cpu_millis - w.free_cpu, w.caps.memory_mib - w.free_mem, w.caps.gpus - w.free_gpus);
+            let used = (
+                w.caps.cpu_millis - w.free_cpu,
+                w.caps.memory_mib - w.free_mem,
+                w.caps.gpus - w.free_gpus,
+            );
             w.free_cpu = caps.cpu_millis.saturating_sub(used.0);
             w.free_mem = caps.memory_mib.saturating_sub(used.1);
             w.free_gpus = caps.gpus.saturating_sub(used.2);
@@ -148,7 +156,7 @@ impl Fleet {
             registered: true,
             incarnation: 0,
             last_heartbeat: now,
-            check_armed: false,
+            check_at: None,
             free_cpu: caps.cpu_millis,
             free_mem: caps.memory_mib,
             free_gpus: caps.gpus,
@@ -181,10 +189,18 @@ impl Fleet {
             gpus: caps.gpus,
             any_model,
             models,
-            tools: BitSet::from_ids(caps.tools.iter().map(|t| self.tools.intern(t)).collect::<Vec<_>>()),
+            tools: BitSet::from_ids(
+                caps.tools
+                    .iter()
+                    .map(|t| self.tools.intern(t))
+                    .collect::<Vec<_>>(),
+            ),
             zone: caps.locality.as_deref().map(|z| self.zones.intern(z)),
             classifications: BitSet::from_ids(
-                caps.classifications.iter().map(|c| self.classifications.intern(c)).collect::<Vec<_>>(),
+                caps.classifications
+                    .iter()
+                    .map(|c| self.classifications.intern(c))
+                    .collect::<Vec<_>>(),
             ),
             speed_bits: caps.speed_factor.to_bits(),
         }
@@ -262,7 +278,12 @@ impl Fleet {
 
     /// Replaces the warm set with what the agent reports.
     pub fn set_warm(&mut self, id: WorkerId, models: &[String]) {
-        let warm = BitSet::from_ids(models.iter().map(|m| self.models.intern(m)).collect::<Vec<_>>());
+        let warm = BitSet::from_ids(
+            models
+                .iter()
+                .map(|m| self.models.intern(m))
+                .collect::<Vec<_>>(),
+        );
         if self.workers[id as usize].warm != warm {
             self.unindex(id);
             self.workers[id as usize].warm = warm;
@@ -270,7 +291,15 @@ impl Fleet {
         }
     }
 
-    pub fn reserve(&mut self, id: WorkerId, attempt: (u32, u32), cpu: u32, mem: u32, gpus: u32, model: Option<u32>) {
+    pub fn reserve(
+        &mut self,
+        id: WorkerId,
+        attempt: (u32, u32),
+        cpu: u32,
+        mem: u32,
+        gpus: u32,
+        model: Option<u32>,
+    ) {
         self.unindex(id);
         let w = &mut self.workers[id as usize];
         w.free_cpu -= cpu;

@@ -9,7 +9,9 @@ impl Scheduler {
     pub fn job_status(&self, key: &str) -> Option<JobStatus> {
         let &j = self.job_ids.get(key)?;
         let job = self.job(j);
-        let tasks: Vec<TaskStatus> = (0..job.tasks.len() as u32).map(|t| self.task_status(j, t)).collect();
+        let tasks: Vec<TaskStatus> = (0..job.tasks.len() as u32)
+            .map(|t| self.task_status(j, t))
+            .collect();
         let (mut result_artifact_uri, mut result_artifacts) = (None, Vec::new());
         if job.phase == crate::api::JobPhase::Completed {
             let sinks: Vec<TaskArtifact> = job
@@ -18,9 +20,13 @@ impl Scheduler {
                 .filter_map(|t| {
                     let task = &job.tasks[t as usize];
                     match &task.state {
-                        TaskState::Succeeded { artifact: Some(uri), .. } => {
-                            Some(TaskArtifact { task: task.id.to_string(), uri: uri.to_string() })
-                        }
+                        TaskState::Succeeded {
+                            artifact: Some(uri),
+                            ..
+                        } => Some(TaskArtifact {
+                            task: task.id.to_string(),
+                            uri: uri.to_string(),
+                        }),
                         _ => None,
                     }
                 })
@@ -58,7 +64,12 @@ impl Scheduler {
             ..TaskStatus::default()
         };
         if task.attempt > 0 {
-            s.traceparent = Some(crate::engine::traceparent(&job.trace_id, &job.key, &task.id, task.attempt));
+            s.traceparent = Some(crate::engine::traceparent(
+                &job.trace_id,
+                &job.key,
+                &task.id,
+                task.attempt,
+            ));
         }
         match &task.state {
             TaskState::Waiting => {
@@ -71,12 +82,22 @@ impl Scheduler {
                     .map(|p| &*p.id)
                     .collect();
                 if !waiting.is_empty() {
-                    let more = if waiting.len() > 3 { format!(" and {} more", waiting.len() - 3) } else { String::new() };
-                    s.pending_reason = Some(format!("waiting for {}{more}", waiting[..waiting.len().min(3)].join(", ")));
+                    let more = if waiting.len() > 3 {
+                        format!(" and {} more", waiting.len() - 3)
+                    } else {
+                        String::new()
+                    };
+                    s.pending_reason = Some(format!(
+                        "waiting for {}{more}",
+                        waiting[..waiting.len().min(3)].join(", ")
+                    ));
                 }
             }
             TaskState::Ready => {
-                s.pending_reason = self.queue.buckets[task.bucket as usize].reason.as_ref().map(ToString::to_string);
+                s.pending_reason = self.queue.buckets[task.bucket as usize]
+                    .reason
+                    .as_ref()
+                    .map(ToString::to_string);
             }
             TaskState::Retrying { not_before } => {
                 s.not_before = Some(*not_before);
@@ -86,7 +107,12 @@ impl Scheduler {
                 s.worker = Some(self.fleet.workers[*worker as usize].name.to_string());
                 s.assigned_at = Some(*at);
             }
-            TaskState::Running { worker, at, started, .. } => {
+            TaskState::Running {
+                worker,
+                at,
+                started,
+                ..
+            } => {
                 s.worker = Some(self.fleet.workers[*worker as usize].name.to_string());
                 s.assigned_at = Some(*at);
                 s.started_at = Some(*started);
@@ -95,7 +121,10 @@ impl Scheduler {
                 s.finished_at = Some(*at);
                 s.artifact_uri = artifact.as_deref().map(str::to_owned);
             }
-            TaskState::Failed { at } | TaskState::TimedOut { at } | TaskState::Canceled { at } | TaskState::Skipped { at } => {
+            TaskState::Failed { at }
+            | TaskState::TimedOut { at }
+            | TaskState::Canceled { at }
+            | TaskState::Skipped { at } => {
                 s.finished_at = Some(*at);
             }
         }
@@ -111,7 +140,11 @@ impl Scheduler {
             .map(|&(j, t)| {
                 let job = self.job(j);
                 let task = &job.tasks[t as usize];
-                AttemptRef { job: job.key.to_string(), task: task.id.to_string(), attempt: task.attempt }
+                AttemptRef {
+                    job: job.key.to_string(),
+                    task: task.id.to_string(),
+                    attempt: task.attempt,
+                }
             })
             .collect();
         running.sort();
@@ -122,35 +155,68 @@ impl Scheduler {
             utilization: w.utilization,
             queue_depth: w.depth().max(w.reported_queue),
             running_tasks: running,
-            warm_models: w.warm.iter().map(|m| self.fleet.models.name(m).to_string()).collect(),
+            warm_models: w
+                .warm
+                .iter()
+                .map(|m| self.fleet.models.name(m).to_string())
+                .collect(),
             observed_speed: Some(w.speed),
         })
     }
 
     /// Names of the known jobs, oldest first.
     pub fn job_keys(&self) -> Vec<String> {
-        self.jobs.iter().flatten().map(|j| j.key.to_string()).collect()
+        self.jobs
+            .iter()
+            .flatten()
+            .map(|j| j.key.to_string())
+            .collect()
     }
 
     /// Names of the registered workers, in registration order.
     pub fn worker_names(&self) -> Vec<String> {
-        self.fleet.workers.iter().filter(|w| w.registered).map(|w| w.name.to_string()).collect()
+        self.fleet
+            .workers
+            .iter()
+            .filter(|w| w.registered)
+            .map(|w| w.name.to_string())
+            .collect()
     }
 
     /// Checks the core's internal consistency. Simulator sweeps call it after every step.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut usage = vec![crate::policy::Usage::default(); self.tenants.len()];
-        for (j, job) in self.jobs.iter().enumerate().filter_map(|(j, o)| o.as_ref().map(|o| (j as u32, o))) {
-            let mut counted = crate::api::Progress { total: job.tasks.len() as u32, ..Default::default() };
+        for (j, job) in self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(j, o)| o.as_ref().map(|o| (j as u32, o)))
+        {
+            let mut counted = crate::api::Progress {
+                total: job.tasks.len() as u32,
+                ..Default::default()
+            };
             for (t, task) in job.tasks.iter().enumerate() {
                 *counted.slot(task.state.phase()) += 1;
-                let parents_done = job.dag.parents(t as u32).iter().all(|&p| matches!(job.tasks[p as usize].state, TaskState::Succeeded { .. }));
+                let parents_done =
+                    job.dag.parents(t as u32).iter().all(|&p| {
+                        matches!(job.tasks[p as usize].state, TaskState::Succeeded { .. })
+                    });
                 if let Some((w, ..)) = task.state.active() {
                     if !parents_done {
-                        return Err(format!("{}/{} runs before its dependencies succeeded", job.key, task.id));
+                        return Err(format!(
+                            "{}/{} runs before its dependencies succeeded",
+                            job.key, task.id
+                        ));
                     }
-                    if !self.fleet.workers[w as usize].active.contains(&(j, t as u32)) {
-                        return Err(format!("{}/{} is active on {} but the worker does not list it", job.key, task.id, self.fleet.workers[w as usize].name));
+                    if !self.fleet.workers[w as usize]
+                        .active
+                        .contains(&(j, t as u32))
+                    {
+                        return Err(format!(
+                            "{}/{} is active on {} but the worker does not list it",
+                            job.key, task.id, self.fleet.workers[w as usize].name
+                        ));
                     }
                     let u = &mut usage[job.tenant as usize];
                     u.running_tasks += 1;
@@ -158,23 +224,43 @@ impl Scheduler {
                     u.gpus += task.gpus;
                 }
                 if matches!(task.state, TaskState::Succeeded { .. }) && !parents_done {
-                    return Err(format!("{}/{} succeeded before its dependencies", job.key, task.id));
+                    return Err(format!(
+                        "{}/{} succeeded before its dependencies",
+                        job.key, task.id
+                    ));
                 }
                 if task.attempt > task.retry.limit + 1 {
-                    return Err(format!("{}/{} ran {} attempts, over its limit of {} retries", job.key, task.id, task.attempt, task.retry.limit));
+                    return Err(format!(
+                        "{}/{} ran {} attempts, over its limit of {} retries",
+                        job.key, task.id, task.attempt, task.retry.limit
+                    ));
                 }
             }
             if counted != job.progress {
-                return Err(format!("{}: progress {:?} does not match the tasks {:?}", job.key, job.progress, counted));
+                return Err(format!(
+                    "{}: progress {:?} does not match the tasks {:?}",
+                    job.key, job.progress, counted
+                ));
             }
-            if job.phase.is_terminal() && job.progress.finished() != job.progress.total && !job.tasks.is_empty() {
-                return Err(format!("{} is {:?} with unfinished tasks", job.key, job.phase));
+            if job.phase.is_terminal()
+                && job.progress.finished() != job.progress.total
+                && !job.tasks.is_empty()
+            {
+                return Err(format!(
+                    "{} is {:?} with unfinished tasks",
+                    job.key, job.phase
+                ));
             }
         }
         for (i, t) in self.tenants.iter().enumerate() {
             let u = &usage[i];
-            if (u.running_tasks, u.cpu_millis, u.gpus) != (t.usage.running_tasks, t.usage.cpu_millis, t.usage.gpus) {
-                return Err(format!("tenant {} usage {:?} does not match its running tasks {:?}", t.name, t.usage, u));
+            if (u.running_tasks, u.cpu_millis, u.gpus)
+                != (t.usage.running_tasks, t.usage.cpu_millis, t.usage.gpus)
+            {
+                return Err(format!(
+                    "tenant {} usage {:?} does not match its running tasks {:?}",
+                    t.name, t.usage, u
+                ));
             }
         }
         for w in &self.fleet.workers {
@@ -186,11 +272,20 @@ impl Scheduler {
                 gpus += u64::from(task.gpus);
             }
             let c = &w.caps;
-            if cpu > u64::from(c.cpu_millis) || mem > u64::from(c.memory_mib) || gpus > u64::from(c.gpus) {
-                return Err(format!("worker {} runs over its capacity: {cpu}m cpu, {mem}Mi, {gpus} gpus", w.name));
+            if cpu > u64::from(c.cpu_millis)
+                || mem > u64::from(c.memory_mib)
+                || gpus > u64::from(c.gpus)
+            {
+                return Err(format!(
+                    "worker {} runs over its capacity: {cpu}m cpu, {mem}Mi, {gpus} gpus",
+                    w.name
+                ));
             }
             if u64::from(w.free_cpu) + cpu != u64::from(c.cpu_millis) {
-                return Err(format!("worker {} free cpu {} does not match its attempts ({cpu}m)", w.name, w.free_cpu));
+                return Err(format!(
+                    "worker {} free cpu {} does not match its attempts ({cpu}m)",
+                    w.name, w.free_cpu
+                ));
             }
         }
         Ok(())

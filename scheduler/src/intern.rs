@@ -50,11 +50,17 @@ impl BitSet {
     }
 
     pub fn contains(&self, id: u32) -> bool {
-        self.0.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+        self.0
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 
     pub fn is_superset(&self, other: &BitSet) -> bool {
-        other.0.iter().enumerate().all(|(i, &w)| w & !self.0.get(i).copied().unwrap_or(0) == 0)
+        other
+            .0
+            .iter()
+            .enumerate()
+            .all(|(i, &w)| w & !self.0.get(i).copied().unwrap_or(0) == 0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,7 +69,9 @@ impl BitSet {
 
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().enumerate().flat_map(|(i, &w)| {
-            (0..64).filter(move |b| w & (1u64 << b) != 0).map(move |b| (i * 64 + b) as u32)
+            (0..64)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| (i * 64 + b) as u32)
         })
     }
 }

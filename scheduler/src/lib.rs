@@ -15,9 +15,9 @@
 pub mod api;
 pub mod dag;
 mod engine;
-mod inspect;
 pub mod event;
 mod fleet;
+mod inspect;
 mod intern;
 pub mod place;
 pub mod plan;

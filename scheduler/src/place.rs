@@ -56,9 +56,12 @@ impl Shapes {
                 sig.cpu >= s.cpu
                     && sig.mem >= s.mem
                     && sig.gpus >= s.gpus
-                    && s.model.is_none_or(|m| sig.any_model || sig.models.contains(m))
+                    && s.model
+                        .is_none_or(|m| sig.any_model || sig.models.contains(m))
                     && sig.tools.is_superset(&s.tools)
-                    && s.classification.is_none_or(|c| sig.classifications.is_empty() || sig.classifications.contains(c)),
+                    && s.classification.is_none_or(|c| {
+                        sig.classifications.is_empty() || sig.classifications.contains(c)
+                    }),
             );
         }
     }
@@ -68,14 +71,33 @@ impl Shapes {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PendingReason {
     NoWorkers,
-    NoWorkerServesModel { model: Arc<str> },
-    NoWorkerHasTools { tools: Vec<Arc<str>> },
-    NoWorkerHasGpus { gpus: u32 },
-    NoWorkerLargeEnough { cpu: u32, mem: u32 },
-    NoWorkerCleared { classification: Arc<str> },
+    NoWorkerServesModel {
+        model: Arc<str>,
+    },
+    NoWorkerHasTools {
+        tools: Vec<Arc<str>>,
+    },
+    NoWorkerHasGpus {
+        gpus: u32,
+    },
+    NoWorkerLargeEnough {
+        cpu: u32,
+        mem: u32,
+    },
+    NoWorkerCleared {
+        classification: Arc<str>,
+    },
     NoWorkerInAllowedLocalities,
-    NoHealthyWorker { model: Option<Arc<str>>, unhealthy: u32 },
-    AllBusy { eligible: u32, cpu: u32, mem: u32, gpus: u32 },
+    NoHealthyWorker {
+        model: Option<Arc<str>>,
+        unhealthy: u32,
+    },
+    AllBusy {
+        eligible: u32,
+        cpu: u32,
+        mem: u32,
+        gpus: u32,
+    },
     Quota(QuotaBlock),
 }
 
@@ -91,19 +113,42 @@ impl fmt::Display for PendingReason {
             }
             NoWorkerHasGpus { gpus } => write!(f, "no worker has {gpus} GPUs"),
             NoWorkerLargeEnough { cpu, mem } => {
-                write!(f, "no worker is large enough for {cpu}m cpu and {mem}Mi memory")
+                write!(
+                    f,
+                    "no worker is large enough for {cpu}m cpu and {mem}Mi memory"
+                )
             }
             NoWorkerCleared { classification } => {
                 write!(f, "no worker is cleared for {classification} data")
             }
-            NoWorkerInAllowedLocalities => write!(f, "no suitable worker is in the tenant's allowed localities"),
-            NoHealthyWorker { model: Some(m), unhealthy } => {
-                write!(f, "no healthy worker has model {m} ({unhealthy} suitable workers are stale or lost)")
+            NoWorkerInAllowedLocalities => write!(
+                f,
+                "no suitable worker is in the tenant's allowed localities"
+            ),
+            NoHealthyWorker {
+                model: Some(m),
+                unhealthy,
+            } => {
+                write!(
+                    f,
+                    "no healthy worker has model {m} ({unhealthy} suitable workers are stale or lost)"
+                )
             }
-            NoHealthyWorker { model: None, unhealthy } => {
-                write!(f, "no healthy worker can run it ({unhealthy} suitable workers are stale or lost)")
+            NoHealthyWorker {
+                model: None,
+                unhealthy,
+            } => {
+                write!(
+                    f,
+                    "no healthy worker can run it ({unhealthy} suitable workers are stale or lost)"
+                )
             }
-            AllBusy { eligible, cpu, mem, gpus } => write!(
+            AllBusy {
+                eligible,
+                cpu,
+                mem,
+                gpus,
+            } => write!(
                 f,
                 "all {eligible} eligible workers are busy: none has {cpu}m cpu, {mem}Mi memory and {gpus} GPUs free"
             ),
@@ -136,7 +181,12 @@ struct Scored {
 
 impl Placer<'_> {
     fn zone_ok(&self, zones: Option<&BitSet>, class: usize) -> bool {
-        zones.is_none_or(|z| self.fleet.classes[class].sig().zone.is_some_and(|id| z.contains(id)))
+        zones.is_none_or(|z| {
+            self.fleet.classes[class]
+                .sig()
+                .zone
+                .is_some_and(|id| z.contains(id))
+        })
     }
 
     fn terms(&self, shape: &Shape, hint_ms: u64, w: &WorkerRt) -> Scored {
@@ -161,31 +211,65 @@ impl Placer<'_> {
             queue_penalty: depth / (depth + s.queue_half_depth.max(1e-9)),
             latency_prediction: predicted / (predicted + s.latency_half_ms.max(1e-9)),
         };
-        Scored { worker: 0, score: terms.total(&s.weights), terms, predicted_ms: predicted as u64, cold }
+        Scored {
+            worker: 0,
+            score: terms.total(&s.weights),
+            terms,
+            predicted_ms: predicted as u64,
+            cold,
+        }
     }
 
     /// Places one task, or says why it cannot be placed now.
-    pub fn place(&self, shapes: &mut Shapes, req: &Request<'_>, rr_cursor: &mut usize) -> Result<Explanation, PendingReason> {
+    pub fn place(
+        &self,
+        shapes: &mut Shapes,
+        req: &Request<'_>,
+        rr_cursor: &mut usize,
+    ) -> Result<Explanation, PendingReason> {
         shapes.refresh(req.shape, self.fleet);
         let ok = &shapes.class_ok[req.shape as usize];
         let shape = &shapes.list[req.shape as usize];
-        let classes: Vec<usize> =
-            (0..ok.len()).filter(|&c| ok[c] && self.zone_ok(req.allowed_zones, c)).collect();
+        let classes: Vec<usize> = (0..ok.len())
+            .filter(|&c| ok[c] && self.zone_ok(req.allowed_zones, c))
+            .collect();
         let feasible = |w: &WorkerRt| w.eligible() && w.fits(shape.cpu, shape.mem, shape.gpus);
-        let class_feasible = |w: &WorkerRt| feasible(w) && ok[w.class as usize] && self.zone_ok(req.allowed_zones, w.class as usize);
+        let class_feasible = |w: &WorkerRt| {
+            feasible(w) && ok[w.class as usize] && self.zone_ok(req.allowed_zones, w.class as usize)
+        };
         let (best, runner, candidates) = match req.strategy {
             Strategy::Splai => self.best_scored(shape, req, &classes, &feasible),
             Strategy::LeastLoaded => {
                 // The least loaded feasible worker of each class is the first feasible in its load order.
                 let best = classes
                     .iter()
-                    .filter_map(|&c| self.fleet.classes[c].by_load.iter().find(|&&(_, w)| feasible(&self.fleet.workers[w as usize])))
-                    .min_by(|a, b| a.0.cmp(&b.0).then_with(|| self.fleet.workers[a.1 as usize].name.cmp(&self.fleet.workers[b.1 as usize].name)))
+                    .filter_map(|&c| {
+                        self.fleet.classes[c]
+                            .by_load
+                            .iter()
+                            .find(|&&(_, w)| feasible(&self.fleet.workers[w as usize]))
+                    })
+                    .min_by(|a, b| {
+                        a.0.cmp(&b.0).then_with(|| {
+                            self.fleet.workers[a.1 as usize]
+                                .name
+                                .cmp(&self.fleet.workers[b.1 as usize].name)
+                        })
+                    })
                     .map(|&(_, w)| w);
-                (best.map(|w| self.scored(shape, req, w)), None, classes.len() as u32)
+                (
+                    best.map(|w| self.scored(shape, req, w)),
+                    None,
+                    classes.len() as u32,
+                )
             }
             Strategy::FirstFit => {
-                let best = self.fleet.workers.iter().position(&class_feasible).map(|i| i as WorkerId);
+                let best = self
+                    .fleet
+                    .workers
+                    .iter()
+                    .position(&class_feasible)
+                    .map(|i| i as WorkerId);
                 (best.map(|w| self.scored(shape, req, w)), None, 1)
             }
             Strategy::RoundRobin => {
@@ -207,7 +291,11 @@ impl Placer<'_> {
                     let mut rng = ChaCha8Rng::seed_from_u64(req.rng_key);
                     all[(rng.next_u64() % all.len() as u64) as usize]
                 });
-                (pick.map(|w| self.scored(shape, req, w)), None, all.len() as u32)
+                (
+                    pick.map(|w| self.scored(shape, req, w)),
+                    None,
+                    all.len() as u32,
+                )
             }
         };
         let Some(best) = best else {
@@ -215,7 +303,13 @@ impl Placer<'_> {
         };
         let worker = self.fleet.workers[best.worker as usize].name.clone();
         let runner_up = runner.map(|r| {
-            RunnerUp::new(self.fleet.workers[r.worker as usize].name.clone(), r.score, r.terms, &best.terms, &self.settings.weights)
+            RunnerUp::new(
+                self.fleet.workers[r.worker as usize].name.clone(),
+                r.score,
+                r.terms,
+                &best.terms,
+                &self.settings.weights,
+            )
         });
         Ok(Explanation {
             strategy: req.strategy,
@@ -230,7 +324,10 @@ impl Placer<'_> {
     }
 
     fn scored(&self, shape: &Shape, req: &Request<'_>, w: WorkerId) -> Scored {
-        Scored { worker: w, ..self.terms(shape, req.hint_ms, &self.fleet.workers[w as usize]) }
+        Scored {
+            worker: w,
+            ..self.terms(shape, req.hint_ms, &self.fleet.workers[w as usize])
+        }
     }
 
     /// The two best workers by score. In each class it scores the `candidates_per_class` least
@@ -253,10 +350,14 @@ impl Placer<'_> {
         let mut count = 0u32;
         let better = |a: &Scored, b: &Scored| {
             a.score > b.score
-                || (a.score == b.score && self.fleet.workers[a.worker as usize].name < self.fleet.workers[b.worker as usize].name)
+                || (a.score == b.score
+                    && self.fleet.workers[a.worker as usize].name
+                        < self.fleet.workers[b.worker as usize].name)
         };
         let mut consider = |w: WorkerId| {
-            if best.as_ref().is_some_and(|b| b.worker == w) || second.as_ref().is_some_and(|b| b.worker == w) {
+            if best.as_ref().is_some_and(|b| b.worker == w)
+                || second.as_ref().is_some_and(|b| b.worker == w)
+            {
                 return;
             }
             count += 1;
@@ -292,21 +393,36 @@ impl Placer<'_> {
     fn diagnose(&self, shape: &Shape, zones: Option<&BitSet>, ok: &[bool]) -> PendingReason {
         let f = self.fleet;
         let members = |pred: &dyn Fn(usize) -> bool| -> u32 {
-            (0..f.classes.len()).filter(|&c| pred(c)).map(|c| f.classes[c].members).sum()
+            (0..f.classes.len())
+                .filter(|&c| pred(c))
+                .map(|c| f.classes[c].members)
+                .sum()
         };
         if members(&|_| true) == 0 {
             return PendingReason::NoWorkers;
         }
         let sig = |c: usize| f.classes[c].sig();
-        let model_ok = |c: usize| shape.model.is_none_or(|m| sig(c).any_model || sig(c).models.contains(m));
+        let model_ok = |c: usize| {
+            shape
+                .model
+                .is_none_or(|m| sig(c).any_model || sig(c).models.contains(m))
+        };
         if let Some(m) = shape.model {
             if members(&model_ok) == 0 {
-                return PendingReason::NoWorkerServesModel { model: f.models.name(m).clone() };
+                return PendingReason::NoWorkerServesModel {
+                    model: f.models.name(m).clone(),
+                };
             }
         }
         let tools_ok = |c: usize| model_ok(c) && sig(c).tools.is_superset(&shape.tools);
         if members(&tools_ok) == 0 {
-            return PendingReason::NoWorkerHasTools { tools: shape.tools.iter().map(|t| f.tools.name(t).clone()).collect() };
+            return PendingReason::NoWorkerHasTools {
+                tools: shape
+                    .tools
+                    .iter()
+                    .map(|t| f.tools.name(t).clone())
+                    .collect(),
+            };
         }
         let gpus_ok = |c: usize| tools_ok(c) && sig(c).gpus >= shape.gpus;
         if members(&gpus_ok) == 0 {
@@ -314,11 +430,16 @@ impl Placer<'_> {
         }
         let size_ok = |c: usize| gpus_ok(c) && sig(c).cpu >= shape.cpu && sig(c).mem >= shape.mem;
         if members(&size_ok) == 0 {
-            return PendingReason::NoWorkerLargeEnough { cpu: shape.cpu, mem: shape.mem };
+            return PendingReason::NoWorkerLargeEnough {
+                cpu: shape.cpu,
+                mem: shape.mem,
+            };
         }
         if let Some(cl) = shape.classification {
             if members(&|c| ok.get(c).copied().unwrap_or(false)) == 0 {
-                return PendingReason::NoWorkerCleared { classification: f.classifications.name(cl).clone() };
+                return PendingReason::NoWorkerCleared {
+                    classification: f.classifications.name(cl).clone(),
+                };
             }
         }
         let placeable = |c: usize| ok.get(c).copied().unwrap_or(false) && self.zone_ok(zones, c);
@@ -326,10 +447,21 @@ impl Placer<'_> {
         if total == 0 {
             return PendingReason::NoWorkerInAllowedLocalities;
         }
-        let healthy: u32 = (0..f.classes.len()).filter(|&c| placeable(c)).map(|c| f.classes[c].by_load.len() as u32).sum();
+        let healthy: u32 = (0..f.classes.len())
+            .filter(|&c| placeable(c))
+            .map(|c| f.classes[c].by_load.len() as u32)
+            .sum();
         if healthy == 0 {
-            return PendingReason::NoHealthyWorker { model: shape.model.map(|m| f.models.name(m).clone()), unhealthy: total };
+            return PendingReason::NoHealthyWorker {
+                model: shape.model.map(|m| f.models.name(m).clone()),
+                unhealthy: total,
+            };
         }
-        PendingReason::AllBusy { eligible: healthy, cpu: shape.cpu, mem: shape.mem, gpus: shape.gpus }
+        PendingReason::AllBusy {
+            eligible: healthy,
+            cpu: shape.cpu,
+            mem: shape.mem,
+            gpus: shape.gpus,
+        }
     }
 }

@@ -16,7 +16,9 @@ pub fn expand_into(spec: &mut JobSpec, max_tasks: usize) -> Result<bool, Validat
     if !spec.tasks.is_empty() {
         return Ok(false);
     }
-    let Some(plan) = &spec.plan else { return Ok(false) };
+    let Some(plan) = &spec.plan else {
+        return Ok(false);
+    };
     let (tasks, dependencies) = expand(plan, max_tasks)?;
     spec.tasks = tasks;
     spec.dependencies = dependencies;
@@ -24,7 +26,10 @@ pub fn expand_into(spec: &mut JobSpec, max_tasks: usize) -> Result<bool, Validat
 }
 
 /// The tasks and dependencies a plan stands for.
-pub fn expand(plan: &PlanSpec, max_tasks: usize) -> Result<(Vec<TaskSpec>, Vec<Dependency>), ValidationIssue> {
+pub fn expand(
+    plan: &PlanSpec,
+    max_tasks: usize,
+) -> Result<(Vec<TaskSpec>, Vec<Dependency>), ValidationIssue> {
     let n = plan.count as usize;
     let invalid = |why: String| ValidationIssue::InvalidPlan { why };
     if plan.kind != PlanKind::Single && n == 0 {
@@ -36,10 +41,19 @@ pub fn expand(plan: &PlanSpec, max_tasks: usize) -> Result<(Vec<TaskSpec>, Vec<D
         PlanKind::MapReduce => n + 1,
     };
     if generated > max_tasks {
-        return Err(invalid(format!("it would generate {generated} tasks, over the limit of {max_tasks}")));
+        return Err(invalid(format!(
+            "it would generate {generated} tasks, over the limit of {max_tasks}"
+        )));
     }
-    let prefix = if plan.template.id.is_empty() { "step" } else { plan.template.id.as_str() };
-    let step = |i: usize| TaskSpec { id: format!("{prefix}-{i}"), ..plan.template.clone() };
+    let prefix = if plan.template.id.is_empty() {
+        "step"
+    } else {
+        plan.template.id.as_str()
+    };
+    let step = |i: usize| TaskSpec {
+        id: format!("{prefix}-{i}"),
+        ..plan.template.clone()
+    };
     Ok(match plan.kind {
         PlanKind::Single => {
             let mut only = plan.template.clone();
@@ -52,7 +66,10 @@ pub fn expand(plan: &PlanSpec, max_tasks: usize) -> Result<(Vec<TaskSpec>, Vec<D
             let tasks: Vec<TaskSpec> = (1..=n).map(step).collect();
             let deps = tasks
                 .windows(2)
-                .map(|w| Dependency { task: w[1].id.clone(), depends_on: vec![w[0].id.clone()] })
+                .map(|w| Dependency {
+                    task: w[1].id.clone(),
+                    depends_on: vec![w[0].id.clone()],
+                })
                 .collect();
             (tasks, deps)
         }
@@ -60,11 +77,20 @@ pub fn expand(plan: &PlanSpec, max_tasks: usize) -> Result<(Vec<TaskSpec>, Vec<D
             let mut tasks: Vec<TaskSpec> = (1..=n).map(step).collect();
             let reduce = match &plan.reduce {
                 Some(r) if !r.id.is_empty() => r.clone(),
-                Some(r) => TaskSpec { id: "reduce".into(), ..r.clone() },
-                None => TaskSpec { id: "reduce".into(), ..plan.template.clone() },
+                Some(r) => TaskSpec {
+                    id: "reduce".into(),
+                    ..r.clone()
+                },
+                None => TaskSpec {
+                    id: "reduce".into(),
+                    ..plan.template.clone()
+                },
             };
             if tasks.iter().any(|t| t.id == reduce.id) {
-                return Err(invalid(format!("the reducer's id `{}` clashes with a mapper's id", reduce.id)));
+                return Err(invalid(format!(
+                    "the reducer's id `{}` clashes with a mapper's id",
+                    reduce.id
+                )));
             }
             let deps = vec![Dependency {
                 task: reduce.id.clone(),

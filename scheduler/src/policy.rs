@@ -62,7 +62,12 @@ pub fn evaluate(
         rule,
         pattern,
     };
-    if let Some((i, p)) = rules.deny.iter().enumerate().find(|(_, p)| pattern_matches(p, value)) {
+    if let Some((i, p)) = rules
+        .deny
+        .iter()
+        .enumerate()
+        .find(|(_, p)| pattern_matches(p, value))
+    {
         return Err(deny(format!("{field}.deny[{i}]"), Some(p.clone())));
     }
     if rules.allow.is_empty() {
@@ -84,7 +89,14 @@ pub fn check_job(name: &str, policy: &PolicySpec, job: &JobSpec) -> Vec<String> 
             }
         }
         if let Some(c) = &t.classification {
-            if let Err(d) = evaluate(name, &policy.classifications, "classifications", "classification", &t.id, c) {
+            if let Err(d) = evaluate(
+                name,
+                &policy.classifications,
+                "classifications",
+                "classification",
+                &t.id,
+                c,
+            ) {
                 out.push(d.to_string());
             }
         }
@@ -122,13 +134,23 @@ pub enum QuotaBlock {
 impl fmt::Display for QuotaBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QuotaBlock::RunningJobs { used, max } => write!(f, "tenant quota: {used}/{max} running jobs"),
-            QuotaBlock::RunningTasks { used, max } => write!(f, "tenant quota: {used}/{max} running tasks"),
+            QuotaBlock::RunningJobs { used, max } => {
+                write!(f, "tenant quota: {used}/{max} running jobs")
+            }
+            QuotaBlock::RunningTasks { used, max } => {
+                write!(f, "tenant quota: {used}/{max} running tasks")
+            }
             QuotaBlock::Cpu { used, max, need } => {
-                write!(f, "tenant quota: {used}m of {max}m cpu in use, task needs {need}m")
+                write!(
+                    f,
+                    "tenant quota: {used}m of {max}m cpu in use, task needs {need}m"
+                )
             }
             QuotaBlock::Gpus { used, max, need } => {
-                write!(f, "tenant quota: {used}/{max} gpus in use, task needs {need}")
+                write!(
+                    f,
+                    "tenant quota: {used}/{max} gpus in use, task needs {need}"
+                )
             }
         }
     }
@@ -138,17 +160,28 @@ impl fmt::Display for QuotaBlock {
 pub fn task_fits(q: &Quotas, used: &Usage, cpu: u32, gpus: u32) -> Result<(), QuotaBlock> {
     if let Some(max) = q.max_running_tasks {
         if used.running_tasks >= max {
-            return Err(QuotaBlock::RunningTasks { used: used.running_tasks, max });
+            return Err(QuotaBlock::RunningTasks {
+                used: used.running_tasks,
+                max,
+            });
         }
     }
     if let Some(max) = q.max_cpu_millis {
         if used.cpu_millis + u64::from(cpu) > max {
-            return Err(QuotaBlock::Cpu { used: used.cpu_millis, max, need: cpu });
+            return Err(QuotaBlock::Cpu {
+                used: used.cpu_millis,
+                max,
+                need: cpu,
+            });
         }
     }
     if let Some(max) = q.max_gpus {
         if gpus > 0 && used.gpus + gpus > max {
-            return Err(QuotaBlock::Gpus { used: used.gpus, max, need: gpus });
+            return Err(QuotaBlock::Gpus {
+                used: used.gpus,
+                max,
+                need: gpus,
+            });
         }
     }
     Ok(())
@@ -157,7 +190,10 @@ pub fn task_fits(q: &Quotas, used: &Usage, cpu: u32, gpus: u32) -> Result<(), Qu
 /// Whether the tenant may start one more job.
 pub fn job_fits(q: &Quotas, used: &Usage) -> Result<(), QuotaBlock> {
     match q.max_running_jobs {
-        Some(max) if used.running_jobs >= max => Err(QuotaBlock::RunningJobs { used: used.running_jobs, max }),
+        Some(max) if used.running_jobs >= max => Err(QuotaBlock::RunningJobs {
+            used: used.running_jobs,
+            max,
+        }),
         _ => Ok(()),
     }
 }
@@ -179,8 +215,15 @@ mod tests {
         let r = rules(&["llama-*"], &["llama-70b*"]);
         let d = evaluate("p", &r, "models", "model", "t", "llama-70b-q4").unwrap_err();
         assert_eq!(d.rule, "models.deny[0]");
-        assert!(d.to_string().contains("denied by policy `p` rule models.deny[0] (`llama-70b*`)"), "{d}");
-        assert_eq!(evaluate("p", &r, "models", "model", "t", "llama-8b"), Ok("models.allow[0]".into()));
+        assert!(
+            d.to_string()
+                .contains("denied by policy `p` rule models.deny[0] (`llama-70b*`)"),
+            "{d}"
+        );
+        assert_eq!(
+            evaluate("p", &r, "models", "model", "t", "llama-8b"),
+            Ok("models.allow[0]".into())
+        );
     }
 
     #[test]
@@ -188,17 +231,38 @@ mod tests {
         let r = rules(&["public", "internal"], &[]);
         let d = evaluate("p", &r, "classifications", "classification", "t", "secret").unwrap_err();
         assert!(d.to_string().contains("not in the allow list"), "{d}");
-        assert_eq!(evaluate("p", &rules(&[], &[]), "models", "model", "t", "x"), Ok("default allow".into()));
+        assert_eq!(
+            evaluate("p", &rules(&[], &[]), "models", "model", "t", "x"),
+            Ok("default allow".into())
+        );
     }
 
     #[test]
     fn quota_reasons_say_what_is_used_and_what_is_allowed() {
-        let q = Quotas { max_running_tasks: Some(40), ..Quotas::default() };
-        let used = Usage { running_tasks: 40, ..Usage::default() };
-        assert_eq!(task_fits(&q, &used, 100, 0).unwrap_err().to_string(), "tenant quota: 40/40 running tasks");
-        let q = Quotas { max_gpus: Some(2), ..Quotas::default() };
-        let used = Usage { gpus: 2, ..Usage::default() };
-        assert!(task_fits(&q, &used, 100, 0).is_ok(), "a CPU task is not held back by the GPU quota");
+        let q = Quotas {
+            max_running_tasks: Some(40),
+            ..Quotas::default()
+        };
+        let used = Usage {
+            running_tasks: 40,
+            ..Usage::default()
+        };
+        assert_eq!(
+            task_fits(&q, &used, 100, 0).unwrap_err().to_string(),
+            "tenant quota: 40/40 running tasks"
+        );
+        let q = Quotas {
+            max_gpus: Some(2),
+            ..Quotas::default()
+        };
+        let used = Usage {
+            gpus: 2,
+            ..Usage::default()
+        };
+        assert!(
+            task_fits(&q, &used, 100, 0).is_ok(),
+            "a CPU task is not held back by the GPU quota"
+        );
         assert!(task_fits(&q, &used, 100, 1).is_err());
     }
 }

@@ -42,10 +42,19 @@ pub(crate) struct ReadyQueue {
 
 impl ReadyQueue {
     pub fn bucket_of(&mut self, priority: i32, tenant: u32, shape: u32) -> u32 {
-        *self.ids.entry((priority, tenant, shape)).or_insert_with(|| {
-            self.buckets.push(Bucket { priority, tenant, shape, tasks: BTreeSet::new(), reason: None });
-            (self.buckets.len() - 1) as u32
-        })
+        *self
+            .ids
+            .entry((priority, tenant, shape))
+            .or_insert_with(|| {
+                self.buckets.push(Bucket {
+                    priority,
+                    tenant,
+                    shape,
+                    tasks: BTreeSet::new(),
+                    reason: None,
+                });
+                (self.buckets.len() - 1) as u32
+            })
     }
 
     pub fn push(&mut self, bucket: u32, q: Queued) {

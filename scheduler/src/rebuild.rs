@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Capabilities, Health, JobPhase, JobSpec, JobStatus, ModelRouteSpec, PolicySpec, Progress, TaskPhase, WorkerSpec,
-    WorkerStatus,
+    Capabilities, Health, JobPhase, JobSpec, JobStatus, ModelRouteSpec, PolicySpec, Progress,
+    TaskPhase, WorkerSpec, WorkerStatus,
 };
 use crate::engine::{JobRt, Scheduler, TaskState, Timer};
 use crate::event::Effect;
@@ -71,7 +71,9 @@ impl Scheduler {
                 .filter(|w| w.registered)
                 .map(|w| WorkerRecord {
                     name: w.name.to_string(),
-                    spec: WorkerSpec { capabilities: w.caps.clone() },
+                    spec: WorkerSpec {
+                        capabilities: w.caps.clone(),
+                    },
                     status: self.worker_status(&w.name).expect("listed worker"),
                 })
                 .collect(),
@@ -82,7 +84,13 @@ impl Scheduler {
 
     /// Rebuilds the state from resources, as after an operator restart, and returns the effects
     /// of catching up to `now` (timers that fell due while nobody was watching).
-    pub fn rebuild(settings: Settings, strategy: Strategy, seed: u64, input: Snapshot, now: Timestamp) -> (Self, Vec<Effect>) {
+    pub fn rebuild(
+        settings: Settings,
+        strategy: Strategy,
+        seed: u64,
+        input: Snapshot,
+        now: Timestamp,
+    ) -> (Self, Vec<Effect>) {
         let mut s = Scheduler::new(settings, strategy, seed);
         s.policies = input.policies;
         s.routes = input.routes;
@@ -118,8 +126,15 @@ impl Scheduler {
         }
         self.fleet.set_health(w, status.health);
         if status.health != Health::Lost {
-            self.fleet.workers[w as usize].check_armed = true;
-            self.arm(last.plus_ms(self.settings.stale_after_ms), Timer::WorkerCheck { worker: w });
+            let due = match status.health {
+                Health::Stale => last.plus_ms(
+                    self.settings
+                        .lost_after_ms
+                        .max(self.settings.stale_after_ms),
+                ),
+                _ => last.plus_ms(self.settings.stale_after_ms),
+            };
+            self.arm_check(w, due);
         }
     }
 
@@ -146,7 +161,11 @@ impl Scheduler {
             tasks: Vec::new(),
             task_ids: FxHashMap::default(),
             progress: Progress::default(),
-            trace_id: status.trace_id.clone().unwrap_or_else(|| crate::engine::derive_trace_id(&key, submitted)).into(),
+            trace_id: status
+                .trace_id
+                .clone()
+                .unwrap_or_else(|| crate::engine::derive_trace_id(&key, submitted))
+                .into(),
             cancel_requested: spec.cancel,
             spec: std::sync::Arc::new(JobSpec::default()),
         };
@@ -158,7 +177,8 @@ impl Scheduler {
         self.jobs.push(Some(job));
         self.job_ids.insert(key, j);
 
-        let by_id: FxHashMap<&str, &crate::api::TaskStatus> = status.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        let by_id: FxHashMap<&str, &crate::api::TaskStatus> =
+            status.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
         let admitted = status.started_at.is_some();
         let terminal = status.phase.is_terminal();
         for t in 0..self.job(j).tasks.len() as u32 {
@@ -174,25 +194,45 @@ impl Scheduler {
             let state = match ts.phase {
                 TaskPhase::Waiting => TaskState::Waiting,
                 TaskPhase::Ready => TaskState::Ready,
-                TaskPhase::Retrying => TaskState::Retrying { not_before: ts.not_before.unwrap_or(submitted) },
+                TaskPhase::Retrying => TaskState::Retrying {
+                    not_before: ts.not_before.unwrap_or(submitted),
+                },
                 TaskPhase::Assigned | TaskPhase::Running => {
-                    let worker = ts.worker.as_deref().and_then(|w| self.fleet.id(w)).filter(|&w| {
-                        let wr = &self.fleet.workers[w as usize];
-                        wr.registered && wr.health != Health::Lost
-                    });
+                    let worker = ts
+                        .worker
+                        .as_deref()
+                        .and_then(|w| self.fleet.id(w))
+                        .filter(|&w| {
+                            let wr = &self.fleet.workers[w as usize];
+                            wr.registered && wr.health != Health::Lost
+                        });
                     match worker {
                         Some(w) => {
                             let at = ts.assigned_at.unwrap_or(submitted);
                             match ts.started_at {
-                                Some(started) => TaskState::Running { worker: w, at, started, cold: false },
-                                None => TaskState::Assigned { worker: w, at, cold: false },
+                                Some(started) => TaskState::Running {
+                                    worker: w,
+                                    at,
+                                    started,
+                                    cold: false,
+                                },
+                                None => TaskState::Assigned {
+                                    worker: w,
+                                    at,
+                                    cold: false,
+                                },
                             }
                         }
                         // Its worker is gone: the attempt is lost, and the task runs again.
-                        None => TaskState::Retrying { not_before: submitted },
+                        None => TaskState::Retrying {
+                            not_before: submitted,
+                        },
                     }
                 }
-                TaskPhase::Succeeded => TaskState::Succeeded { at, artifact: ts.artifact_uri.as_deref().map(Into::into) },
+                TaskPhase::Succeeded => TaskState::Succeeded {
+                    at,
+                    artifact: ts.artifact_uri.as_deref().map(Into::into),
+                },
                 TaskPhase::Failed => TaskState::Failed { at },
                 TaskPhase::TimedOut => TaskState::TimedOut { at },
                 TaskPhase::Canceled => TaskState::Canceled { at },
@@ -204,7 +244,13 @@ impl Scheduler {
         for t in 0..self.job(j).tasks.len() as u32 {
             let unmet = {
                 let job = self.job(j);
-                job.dag.parents(t).iter().filter(|&&p| !matches!(job.tasks[p as usize].state, TaskState::Succeeded { .. })).count() as u32
+                job.dag
+                    .parents(t)
+                    .iter()
+                    .filter(|&&p| {
+                        !matches!(job.tasks[p as usize].state, TaskState::Succeeded { .. })
+                    })
+                    .count() as u32
             };
             self.job_mut(j).tasks[t as usize].unmet = unmet;
             let task = &self.job(j).tasks[t as usize];
@@ -215,10 +261,24 @@ impl Scheduler {
                 }
                 TaskState::Retrying { not_before } => {
                     let attempt = task.attempt;
-                    self.arm(not_before, Timer::Backoff { job: j, task: t, attempt });
+                    self.arm(
+                        not_before,
+                        Timer::Backoff {
+                            job: j,
+                            task: t,
+                            attempt,
+                        },
+                    );
                 }
                 TaskState::Assigned { worker, at, .. } | TaskState::Running { worker, at, .. } => {
-                    let (cpu, mem, gpus, model, attempt, timeout) = (task.cpu, task.mem, task.gpus, task.model, task.attempt, task.timeout_ms);
+                    let (cpu, mem, gpus, model, attempt, timeout) = (
+                        task.cpu,
+                        task.mem,
+                        task.gpus,
+                        task.model,
+                        task.attempt,
+                        task.timeout_ms,
+                    );
                     self.fleet.reserve(worker, (j, t), cpu, mem, gpus, model);
                     let tenant = self.job(j).tenant as usize;
                     let u = &mut self.tenants[tenant].usage;
@@ -227,7 +287,14 @@ impl Scheduler {
                     u.memory_mib += u64::from(mem);
                     u.gpus += gpus;
                     if let Some(ms) = timeout {
-                        self.arm(at.plus_ms(ms), Timer::TaskTimeout { job: j, task: t, attempt });
+                        self.arm(
+                            at.plus_ms(ms),
+                            Timer::TaskTimeout {
+                                job: j,
+                                task: t,
+                                attempt,
+                            },
+                        );
                     }
                 }
                 _ => {}
@@ -242,7 +309,10 @@ impl Scheduler {
                     self.arm(s.plus_ms(ms), Timer::JobTimeout { job: j });
                 }
             } else if status.phase == JobPhase::Queued {
-                let (entry, tenant) = ((Reverse(job.priority), job.submitted, job.seq, j), job.tenant);
+                let (entry, tenant) = (
+                    (Reverse(job.priority), job.submitted, job.seq, j),
+                    job.tenant,
+                );
                 self.tenants[tenant as usize].admission.insert(entry);
             }
         }
@@ -252,8 +322,19 @@ impl Scheduler {
 /// Job reasons are a small fixed vocabulary; an unknown one from an older version reads as `Restored`.
 fn intern_reason(r: &str) -> &'static str {
     const KNOWN: [&str; 13] = [
-        "Admitted", "Planned", "TaskStarted", "Completed", "TaskFailed", "Canceled", "JobTimedOut",
-        "ValidationFailed", "PolicyDenied", "PolicyNotFound", "NoModelRoute", "QuotaExceeded", "Restored",
+        "Admitted",
+        "Planned",
+        "TaskStarted",
+        "Completed",
+        "TaskFailed",
+        "Canceled",
+        "JobTimedOut",
+        "ValidationFailed",
+        "PolicyDenied",
+        "PolicyNotFound",
+        "NoModelRoute",
+        "QuotaExceeded",
+        "Restored",
     ];
     KNOWN.into_iter().find(|k| *k == r).unwrap_or("Restored")
 }

@@ -19,10 +19,15 @@ pub struct RouteQuery<'a> {
 fn matches(spec: &ModelRouteSpec, q: &RouteQuery<'_>) -> bool {
     let m = &spec.matches;
     m.interaction_class.is_none_or(|c| c == q.interaction_class)
-        && m.reasoning_required.is_none_or(|r| r == q.reasoning_required)
+        && m.reasoning_required
+            .is_none_or(|r| r == q.reasoning_required)
         && m.tenant.as_deref().is_none_or(|t| t == q.tenant)
-        && m.classification.as_deref().is_none_or(|c| Some(c) == q.classification)
-        && m.model.as_deref().is_none_or(|p| pattern_matches(p, q.model))
+        && m.classification
+            .as_deref()
+            .is_none_or(|c| Some(c) == q.classification)
+        && m.model
+            .as_deref()
+            .is_none_or(|p| pattern_matches(p, q.model))
 }
 
 /// Resolves a task's route. `routes` may be in any order.
@@ -32,7 +37,10 @@ pub fn resolve<'a>(
 ) -> Result<ResolvedRoute, String> {
     let mut sorted: Vec<(&str, &ModelRouteSpec)> = routes.into_iter().collect();
     sorted.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then(a.0.cmp(b.0)));
-    let chosen = sorted.iter().find(|(_, r)| matches(r, q)).or_else(|| sorted.iter().find(|(_, r)| r.default));
+    let chosen = sorted
+        .iter()
+        .find(|(_, r)| matches(r, q))
+        .or_else(|| sorted.iter().find(|(_, r)| r.default));
     match chosen {
         Some((name, r)) => Ok(ResolvedRoute {
             route: (*name).to_owned(),
@@ -58,7 +66,14 @@ mod tests {
     use crate::api::{Backend, RouteMatch};
 
     fn route(priority: i32, m: RouteMatch, backend: Backend, default: bool) -> ModelRouteSpec {
-        ModelRouteSpec { priority, matches: m, backend, endpoint: format!("http://{backend:?}"), model: None, default }
+        ModelRouteSpec {
+            priority,
+            matches: m,
+            backend,
+            endpoint: format!("http://{backend:?}"),
+            model: None,
+            default,
+        }
     }
 
     fn query(reasoning: bool) -> RouteQuery<'static> {
@@ -73,27 +88,70 @@ mod tests {
 
     #[test]
     fn the_highest_priority_matching_route_wins() {
-        let reasoning = route(10, RouteMatch { reasoning_required: Some(true), ..Default::default() }, Backend::Vllm, false);
+        let reasoning = route(
+            10,
+            RouteMatch {
+                reasoning_required: Some(true),
+                ..Default::default()
+            },
+            Backend::Vllm,
+            false,
+        );
         let interactive = route(
             5,
-            RouteMatch { interaction_class: Some(InteractionClass::Interactive), ..Default::default() },
+            RouteMatch {
+                interaction_class: Some(InteractionClass::Interactive),
+                ..Default::default()
+            },
             Backend::Ollama,
             false,
         );
-        let fallback = route(0, RouteMatch { tenant: Some("nobody".into()), ..Default::default() }, Backend::Remote, true);
-        let routes = [("reasoning", &reasoning), ("interactive", &interactive), ("fallback", &fallback)];
-        assert_eq!(resolve(routes, &query(true)).unwrap().backend, Backend::Vllm);
-        assert_eq!(resolve(routes, &query(false)).unwrap().backend, Backend::Ollama);
+        let fallback = route(
+            0,
+            RouteMatch {
+                tenant: Some("nobody".into()),
+                ..Default::default()
+            },
+            Backend::Remote,
+            true,
+        );
+        let routes = [
+            ("reasoning", &reasoning),
+            ("interactive", &interactive),
+            ("fallback", &fallback),
+        ];
+        assert_eq!(
+            resolve(routes, &query(true)).unwrap().backend,
+            Backend::Vllm
+        );
+        assert_eq!(
+            resolve(routes, &query(false)).unwrap().backend,
+            Backend::Ollama
+        );
         let only_fallback = [("fallback", &fallback)];
         let r = resolve(only_fallback, &query(false)).unwrap();
-        assert_eq!((r.route.as_str(), r.backend, r.model.as_str()), ("fallback", Backend::Remote, "llama-8b"));
+        assert_eq!(
+            (r.route.as_str(), r.backend, r.model.as_str()),
+            ("fallback", Backend::Remote, "llama-8b")
+        );
     }
 
     #[test]
     fn a_task_no_route_matches_gets_an_error_that_says_what_to_add() {
-        let r = route(0, RouteMatch { model: Some("mistral-*".into()), ..Default::default() }, Backend::Llamacpp, false);
+        let r = route(
+            0,
+            RouteMatch {
+                model: Some("mistral-*".into()),
+                ..Default::default()
+            },
+            Backend::Llamacpp,
+            false,
+        );
         let err = resolve([("m", &r)], &query(false)).unwrap_err();
-        assert!(err.contains("no SPLAIModelRoute matches model `llama-8b`"), "{err}");
+        assert!(
+            err.contains("no SPLAIModelRoute matches model `llama-8b`"),
+            "{err}"
+        );
         assert!(err.contains("add a route"), "{err}");
     }
 }

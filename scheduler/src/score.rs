@@ -63,11 +63,20 @@ impl ScoreTerms {
     /// Each term's signed, weighted contribution, named as in the formula.
     pub fn contributions(&self, w: &Weights) -> [(Term, f64); 5] {
         [
-            (Term::CapabilityMatch, w.capability_match * self.capability_match),
-            (Term::ModelWarmCache, w.model_warm_cache * self.model_warm_cache),
+            (
+                Term::CapabilityMatch,
+                w.capability_match * self.capability_match,
+            ),
+            (
+                Term::ModelWarmCache,
+                w.model_warm_cache * self.model_warm_cache,
+            ),
             (Term::LocalityScore, w.locality_score * self.locality_score),
             (Term::QueuePenalty, -w.queue_penalty * self.queue_penalty),
-            (Term::LatencyPrediction, -w.latency_prediction * self.latency_prediction),
+            (
+                Term::LatencyPrediction,
+                -w.latency_prediction * self.latency_prediction,
+            ),
         ]
     }
 }
@@ -112,8 +121,13 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 5] =
-        [Strategy::Splai, Strategy::LeastLoaded, Strategy::RoundRobin, Strategy::Random, Strategy::FirstFit];
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Splai,
+        Strategy::LeastLoaded,
+        Strategy::RoundRobin,
+        Strategy::Random,
+        Strategy::FirstFit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -129,10 +143,13 @@ impl Strategy {
 impl std::str::FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Strategy::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Strategy::ALL.iter().map(|p| p.name()).collect();
-            format!("unknown policy `{s}`: choose one of {}", names.join(", "))
-        })
+        Strategy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Strategy::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown policy `{s}`: choose one of {}", names.join(", "))
+            })
     }
 }
 
@@ -166,15 +183,29 @@ pub struct RunnerUp {
 }
 
 impl RunnerUp {
-    pub(crate) fn new(worker: Arc<str>, score: f64, terms: ScoreTerms, winner: &ScoreTerms, w: &Weights) -> Self {
+    pub(crate) fn new(
+        worker: Arc<str>,
+        score: f64,
+        terms: ScoreTerms,
+        winner: &ScoreTerms,
+        w: &Weights,
+    ) -> Self {
         let ours = terms.contributions(w);
         let theirs = winner.contributions(w);
         let (lost_on, lost_by) = ours
             .iter()
             .zip(theirs.iter())
             .map(|(&(name, a), &(_, b))| (name, b - a))
-            .fold((Term::TieBreakByName, 0.0), |best, cur| if cur.1 > best.1 + 1e-12 { cur } else { best });
-        RunnerUp { worker, score, terms, lost_on, lost_by }
+            .fold((Term::TieBreakByName, 0.0), |best, cur| {
+                if cur.1 > best.1 + 1e-12 { cur } else { best }
+            });
+        RunnerUp {
+            worker,
+            score,
+            terms,
+            lost_on,
+            lost_by,
+        }
     }
 }
 
@@ -194,11 +225,19 @@ impl fmt::Display for Explanation {
             t.queue_penalty,
             t.latency_prediction,
             self.predicted_ms,
-            if self.cold_start { ", cold model load" } else { "" },
+            if self.cold_start {
+                ", cold model load"
+            } else {
+                ""
+            },
             self.candidates,
         )?;
         if let Some(r) = &self.runner_up {
-            write!(f, "; runner-up {} scored {:.3}, losing {:.3} on {}", r.worker, r.score, r.lost_by, r.lost_on)?;
+            write!(
+                f,
+                "; runner-up {} scored {:.3}, losing {:.3} on {}",
+                r.worker, r.score, r.lost_by, r.lost_on
+            )?;
         }
         Ok(())
     }

@@ -151,17 +151,31 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339_and_parse_back() {
-        for ms in [0, 1_000, 951_782_400_000, 1_798_761_599_999, 4_102_444_800_123] {
+        for ms in [
+            0,
+            1_000,
+            951_782_400_000,
+            1_798_761_599_999,
+            4_102_444_800_123,
+        ] {
             let t = Timestamp(ms);
             assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Ok(t), "{t}");
         }
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Timestamp(951_782_400_250).to_string(), "2000-02-29T00:00:00.250Z");
+        assert_eq!(
+            Timestamp(951_782_400_250).to_string(),
+            "2000-02-29T00:00:00.250Z"
+        );
     }
 
     #[test]
     fn malformed_times_are_rejected_with_an_example_of_the_format() {
-        for s in ["", "2026-13-01T00:00:00Z", "2026-01-01 00:00:00", "yesterday"] {
+        for s in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01 00:00:00",
+            "yesterday",
+        ] {
             let err = Timestamp::parse_rfc3339(s).unwrap_err();
             assert!(err.contains("RFC 3339"), "{err}");
         }

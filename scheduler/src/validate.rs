@@ -9,20 +9,36 @@ use std::fmt;
 pub enum ValidationIssue {
     #[error("spec.tenant is empty: every job must name the tenant that owns it")]
     MissingTenant,
-    #[error("the job has no tasks and no plan: add spec.tasks, or a spec.plan for the planner to expand")]
+    #[error(
+        "the job has no tasks and no plan: add spec.tasks, or a spec.plan for the planner to expand"
+    )]
     EmptyJob,
     #[error("the job has {count} tasks, over the limit of {limit}: split it into smaller jobs")]
     TooManyTasks { count: usize, limit: usize },
-    #[error("the job has {count} dependency edges, over the limit of {limit}: simplify the DAG or split the job")]
+    #[error(
+        "the job has {count} dependency edges, over the limit of {limit}: simplify the DAG or split the job"
+    )]
     TooManyEdges { count: usize, limit: usize },
     #[error("task id `{id}` at tasks[{index}] is invalid: {why}")]
-    InvalidTaskId { index: usize, id: String, why: &'static str },
+    InvalidTaskId {
+        index: usize,
+        id: String,
+        why: &'static str,
+    },
     #[error("task ids must be unique: `{id}` appears at tasks[{first}] and tasks[{index}]")]
-    DuplicateTaskId { id: String, first: usize, index: usize },
+    DuplicateTaskId {
+        id: String,
+        first: usize,
+        index: usize,
+    },
     #[error("dependencies[{index}] is for task `{task}`, which does not exist")]
     UnknownTask { index: usize, task: String },
     #[error("task `{task}` depends on `{missing}`, which does not exist")]
-    UnknownDependency { index: usize, task: String, missing: String },
+    UnknownDependency {
+        index: usize,
+        task: String,
+        missing: String,
+    },
     #[error("task `{task}` depends on itself: remove `{task}` from its dependsOn")]
     SelfDependency { index: usize, task: String },
     #[error("the dependencies form a cycle: {}; remove one of these edges", .path.join(" -> "))]

@@ -26,20 +26,43 @@ fn a_chain_runs_in_dependency_order_and_completes_with_its_result_artifact() {
     let st = sim.status("j");
     assert_eq!(st.phase, JobPhase::Completed);
     assert_eq!(st.progress.succeeded, 3);
-    assert_eq!(st.result_artifact_uri.as_deref(), Some("file:///artifacts/j/s3/1"));
+    assert_eq!(
+        st.result_artifact_uri.as_deref(),
+        Some("file:///artifacts/j/s3/1")
+    );
     let phases: Vec<(JobPhase, JobPhase)> = sim
         .effects
         .iter()
-        .filter_map(|e| if let Effect::JobPhaseChanged { from, to, .. } = e { Some((*from, *to)) } else { None })
+        .filter_map(|e| {
+            if let Effect::JobPhaseChanged { from, to, .. } = e {
+                Some((*from, *to))
+            } else {
+                None
+            }
+        })
         .collect();
     use JobPhase::*;
-    assert_eq!(phases, vec![(Queued, Planning), (Planning, Scheduled), (Scheduled, Running), (Running, Completed)]);
+    assert_eq!(
+        phases,
+        vec![
+            (Queued, Planning),
+            (Planning, Scheduled),
+            (Scheduled, Running),
+            (Running, Completed)
+        ]
+    );
 }
 
 #[test]
 fn a_job_with_several_sinks_lists_every_sink_artifact() {
     let mut sim = fleet_of_one();
-    sim.submit("j", JobBuilder::new("acme").task(task("a")).task(task("b")).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(task("a"))
+            .task(task("b"))
+            .build(),
+    );
     sim.succeed("j", "a");
     sim.succeed("j", "b");
     let st = sim.status("j");
@@ -50,21 +73,39 @@ fn a_job_with_several_sinks_lists_every_sink_artifact() {
 #[test]
 fn a_failed_attempt_retries_with_exponential_backoff_until_it_succeeds() {
     let mut sim = fleet_of_one();
-    sim.submit("j", JobBuilder::new("acme").task(task("t")).retries(3).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme").task(task("t")).retries(3).build(),
+    );
     sim.fail("j", "t", "exit code 1");
     assert_eq!(sim.task("j", "t").phase, TaskPhase::Retrying);
     let requeue = sim.effects.iter().find_map(|e| match e {
-        Effect::Requeue { not_before, failed_attempt, .. } => Some((*not_before, *failed_attempt)),
+        Effect::Requeue {
+            not_before,
+            failed_attempt,
+            ..
+        } => Some((*not_before, *failed_attempt)),
         _ => None,
     });
-    assert_eq!(requeue, Some((splai_scheduler::Timestamp(sim.now + 1000), 1)));
+    assert_eq!(
+        requeue,
+        Some((splai_scheduler::Timestamp(sim.now + 1000), 1))
+    );
     sim.advance(999);
-    assert_eq!(sim.assigned("j", "t").unwrap().attempt, 1, "not before the backoff ends");
+    assert_eq!(
+        sim.assigned("j", "t").unwrap().attempt,
+        1,
+        "not before the backoff ends"
+    );
     sim.advance(1);
     assert_eq!(sim.assigned("j", "t").unwrap().attempt, 2);
     sim.fail("j", "t", "exit code 1");
     sim.advance(1999);
-    assert_eq!(sim.assigned("j", "t").unwrap().attempt, 2, "the second backoff is twice the first");
+    assert_eq!(
+        sim.assigned("j", "t").unwrap().attempt,
+        2,
+        "the second backoff is twice the first"
+    );
     sim.advance(1);
     sim.succeed("j", "t");
     assert_eq!(sim.phase("j"), JobPhase::Completed);
@@ -74,7 +115,11 @@ fn a_failed_attempt_retries_with_exponential_backoff_until_it_succeeds() {
 #[test]
 fn exhausted_retries_fail_the_job_and_skip_the_tasks_downstream() {
     let mut sim = fleet_of_one();
-    let spec = JobBuilder::new("acme").chain(3).task(task("side")).retries(1).build();
+    let spec = JobBuilder::new("acme")
+        .chain(3)
+        .task(task("side"))
+        .retries(1)
+        .build();
     sim.submit("j", spec);
     sim.fail("j", "s1", "boom");
     sim.advance(1000);
@@ -83,7 +128,11 @@ fn exhausted_retries_fail_the_job_and_skip_the_tasks_downstream() {
     assert_eq!(sim.task("j", "s1").phase, TaskPhase::Failed);
     assert_eq!(sim.task("j", "s2").phase, TaskPhase::Skipped);
     assert_eq!(sim.task("j", "s3").phase, TaskPhase::Skipped);
-    assert_eq!(st.phase, JobPhase::Running, "the independent task still runs");
+    assert_eq!(
+        st.phase,
+        JobPhase::Running,
+        "the independent task still runs"
+    );
     sim.succeed("j", "side");
     let st = sim.status("j");
     assert_eq!(st.phase, JobPhase::Failed);
@@ -97,10 +146,17 @@ fn exhausted_retries_fail_the_job_and_skip_the_tasks_downstream() {
 #[test]
 fn a_non_retryable_failure_fails_the_task_at_once() {
     let mut sim = fleet_of_one();
-    sim.submit("j", JobBuilder::new("acme").task(task("t")).retries(5).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme").task(task("t")).retries(5).build(),
+    );
     let a = sim.assigned("j", "t").unwrap().clone();
     sim.send(Event::TaskFailed {
-        attempt: AttemptRef { job: "j".into(), task: "t".into(), attempt: a.attempt },
+        attempt: AttemptRef {
+            job: "j".into(),
+            task: "t".into(),
+            attempt: a.attempt,
+        },
         worker: a.worker.to_string(),
         error: "invalid input".into(),
         retryable: false,
@@ -117,14 +173,26 @@ fn a_task_that_runs_past_its_timeout_is_cancelled_and_retried() {
     sim.submit("j", JobBuilder::new("acme").task(t).build());
     sim.start("j", "slow");
     let out = sim.advance(10_000);
-    assert!(out.iter().any(|e| matches!(e, Effect::Cancel { reason: CancelReason::TaskTimedOut, attempt: 1, .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Effect::Cancel {
+            reason: CancelReason::TaskTimedOut,
+            attempt: 1,
+            ..
+        }
+    )));
     assert!(out.iter().any(|e| matches!(e, Effect::TaskTimedOut { .. })));
     assert_eq!(sim.task("j", "slow").phase, TaskPhase::Retrying);
     sim.advance(1000);
     sim.advance(10_000);
     assert_eq!(sim.task("j", "slow").phase, TaskPhase::TimedOut);
     assert_eq!(sim.phase("j"), JobPhase::Failed);
-    assert!(sim.status("j").message.unwrap().contains("timed out after 2 attempt(s): attempt 2 ran past its timeout of 10s"));
+    assert!(
+        sim.status("j")
+            .message
+            .unwrap()
+            .contains("timed out after 2 attempt(s): attempt 2 ran past its timeout of 10s")
+    );
 }
 
 #[test]
@@ -133,9 +201,18 @@ fn the_job_timeout_cancels_running_tasks_and_fails_the_job() {
     sim.submit("j", JobBuilder::new("acme").chain(2).timeout(30).build());
     sim.start("j", "s1");
     let out = sim.advance(30_000);
-    assert!(out.iter().any(|e| matches!(e, Effect::Cancel { reason: CancelReason::JobTimedOut, .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Effect::Cancel {
+            reason: CancelReason::JobTimedOut,
+            ..
+        }
+    )));
     let st = sim.status("j");
-    assert_eq!((st.phase, st.reason.as_deref()), (JobPhase::Failed, Some("JobTimedOut")));
+    assert_eq!(
+        (st.phase, st.reason.as_deref()),
+        (JobPhase::Failed, Some("JobTimedOut"))
+    );
     assert_eq!(st.progress.canceled, 2);
 }
 
@@ -143,44 +220,109 @@ fn the_job_timeout_cancels_running_tasks_and_fails_the_job() {
 fn cancel_cascades_to_every_task_and_stops_running_attempts() {
     let mut sim = Sim::new();
     sim.worker("w1", caps(1000, 8192));
-    sim.submit("j", JobBuilder::new("acme").task(task("a")).task(task("b")).task(task("c")).dep("c", &["a"]).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(task("a"))
+            .task(task("b"))
+            .task(task("c"))
+            .dep("c", &["a"])
+            .build(),
+    );
     sim.start("j", "a");
     let out = sim.send(Event::JobCanceled { key: "j".into() });
-    let cancels = out.iter().filter(|e| matches!(e, Effect::Cancel { reason: CancelReason::JobCanceled, .. })).count();
-    assert_eq!(cancels, 1, "only `a` was running; `b` waited for cpu, `c` for `a`");
+    let cancels = out
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Cancel {
+                    reason: CancelReason::JobCanceled,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        cancels, 1,
+        "only `a` was running; `b` waited for cpu, `c` for `a`"
+    );
     let st = sim.status("j");
     assert_eq!((st.phase, st.progress.canceled), (JobPhase::Canceled, 3));
     assert_eq!(sim.s.queue_len(), 0);
     // The worker's report after cancellation changes nothing.
     let late = sim.succeed("j", "a");
-    assert!(matches!(late[0], Effect::Ignored(Ignored::StaleReport { .. })));
+    assert!(matches!(
+        late[0],
+        Effect::Ignored(Ignored::StaleReport { .. })
+    ));
 }
 
 #[test]
 fn every_finished_attempt_is_recorded_once_with_its_outcome() {
     let mut sim = fleet_of_one();
-    sim.submit("j", JobBuilder::new("acme").task(task("t")).retries(1).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme").task(task("t")).retries(1).build(),
+    );
     sim.start("j", "t");
     sim.fail("j", "t", "oom");
     sim.advance(1000);
     sim.start("j", "t");
     sim.succeed("j", "t");
-    let records: Vec<&ExecutionRecord> =
-        sim.effects.iter().filter_map(|e| if let Effect::AttemptEnded(r) = e { Some(&**r) } else { None }).collect();
+    let records: Vec<&ExecutionRecord> = sim
+        .effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::AttemptEnded(r) = e {
+                Some(&**r)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(records.len(), 2);
-    assert_eq!((records[0].attempt, records[0].outcome, records[0].error.as_deref()), (1, Outcome::Failed, Some("oom")));
-    assert_eq!((records[1].attempt, records[1].outcome), (2, Outcome::Succeeded));
-    assert!(records[1].traceparent.starts_with(&format!("00-{}-", sim.status("j").trace_id.unwrap())));
-    assert_ne!(records[0].traceparent, records[1].traceparent, "each attempt is its own span");
+    assert_eq!(
+        (
+            records[0].attempt,
+            records[0].outcome,
+            records[0].error.as_deref()
+        ),
+        (1, Outcome::Failed, Some("oom"))
+    );
+    assert_eq!(
+        (records[1].attempt, records[1].outcome),
+        (2, Outcome::Succeeded)
+    );
+    assert!(
+        records[1]
+            .traceparent
+            .starts_with(&format!("00-{}-", sim.status("j").trace_id.unwrap()))
+    );
+    assert_ne!(
+        records[0].traceparent, records[1].traceparent,
+        "each attempt is its own span"
+    );
 }
 
 #[test]
 fn a_planned_job_gets_its_tasks_from_the_planner() {
     let mut sim = fleet_of_one();
     let mut spec = JobBuilder::new("acme").build();
-    spec.plan = Some(PlanSpec { kind: PlanKind::MapReduce, count: 2, template: task("map"), reduce: None });
+    spec.plan = Some(PlanSpec {
+        kind: PlanKind::MapReduce,
+        count: 2,
+        template: task("map"),
+        reduce: None,
+    });
     let out = sim.submit("j", spec);
-    let planned = out.iter().find_map(|e| if let Effect::JobPlanned { tasks, .. } = e { Some(tasks.len()) } else { None });
+    let planned = out.iter().find_map(|e| {
+        if let Effect::JobPlanned { tasks, .. } = e {
+            Some(tasks.len())
+        } else {
+            None
+        }
+    });
     assert_eq!(planned, Some(3));
     sim.succeed("j", "map-1");
     sim.succeed("j", "map-2");
@@ -191,10 +333,22 @@ fn a_planned_job_gets_its_tasks_from_the_planner() {
 #[test]
 fn an_invalid_job_fails_at_submission_with_the_validators_message() {
     let mut sim = fleet_of_one();
-    sim.submit("j", JobBuilder::new("acme").task(task("a")).dep("a", &["a"]).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(task("a"))
+            .dep("a", &["a"])
+            .build(),
+    );
     let st = sim.status("j");
-    assert_eq!((st.phase, st.reason.as_deref()), (JobPhase::Failed, Some("ValidationFailed")));
-    assert_eq!(st.message.as_deref(), Some("task `a` depends on itself: remove `a` from its dependsOn"));
+    assert_eq!(
+        (st.phase, st.reason.as_deref()),
+        (JobPhase::Failed, Some("ValidationFailed"))
+    );
+    assert_eq!(
+        st.message.as_deref(),
+        Some("task `a` depends on itself: remove `a` from its dependsOn")
+    );
 }
 
 #[test]
@@ -202,6 +356,9 @@ fn submitting_the_same_job_twice_is_ignored() {
     let mut sim = fleet_of_one();
     sim.submit("j", JobBuilder::new("acme").chain(1).build());
     let out = sim.submit("j", JobBuilder::new("acme").chain(2).build());
-    assert_eq!(out, vec![Effect::Ignored(Ignored::DuplicateJob { job: "j".into() })]);
+    assert_eq!(
+        out,
+        vec![Effect::Ignored(Ignored::DuplicateJob { job: "j".into() })]
+    );
     assert_eq!(sim.status("j").progress.total, 1);
 }

@@ -6,20 +6,47 @@ use splai_scheduler::score::Term;
 use splai_scheduler::{Effect, Event, Settings, Strategy};
 
 fn gpu(n: u32) -> Capabilities {
-    Capabilities { gpus: n, ..caps(8000, 32768) }
+    Capabilities {
+        gpus: n,
+        ..caps(8000, 32768)
+    }
 }
 
 #[test]
 fn a_task_goes_only_to_workers_that_serve_its_model_and_offer_its_tools() {
     let mut sim = Sim::new();
     sim.worker("plain", caps(8000, 8192));
-    sim.worker("llm", Capabilities { models: vec!["llama".into()], ..caps(8000, 8192) });
-    sim.worker("tooled", Capabilities { models: vec!["*".into()], tools: vec!["ffmpeg".into()], ..caps(8000, 8192) });
+    sim.worker(
+        "llm",
+        Capabilities {
+            models: vec!["llama".into()],
+            ..caps(8000, 8192)
+        },
+    );
+    sim.worker(
+        "tooled",
+        Capabilities {
+            models: vec!["*".into()],
+            tools: vec!["ffmpeg".into()],
+            ..caps(8000, 8192)
+        },
+    );
     let mut video = task("video");
     video.tools = vec!["ffmpeg".into()];
-    sim.submit("j", JobBuilder::new("acme").task(inference("chat", "llama")).task(video).task(inference("other", "mistral")).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(inference("chat", "llama"))
+            .task(video)
+            .task(inference("other", "mistral"))
+            .build(),
+    );
     assert_eq!(&*sim.assigned("j", "video").unwrap().worker, "tooled");
-    assert_eq!(&*sim.assigned("j", "other").unwrap().worker, "tooled", "`*` serves any model");
+    assert_eq!(
+        &*sim.assigned("j", "other").unwrap().worker,
+        "tooled",
+        "`*` serves any model"
+    );
     assert_ne!(&*sim.assigned("j", "chat").unwrap().worker, "plain");
 }
 
@@ -31,7 +58,13 @@ fn gpu_tasks_take_the_tightest_gpu_fit_and_cpu_tasks_avoid_gpu_workers() {
     sim.worker("cpu", caps(8000, 32768));
     let mut train = task("train");
     train.resources.gpus = 1;
-    sim.submit("j", JobBuilder::new("acme").task(train).task(task("prep")).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(train)
+            .task(task("prep"))
+            .build(),
+    );
     assert_eq!(&*sim.assigned("j", "train").unwrap().worker, "small");
     assert_eq!(&*sim.assigned("j", "prep").unwrap().worker, "cpu");
 }
@@ -39,11 +72,19 @@ fn gpu_tasks_take_the_tightest_gpu_fit_and_cpu_tasks_avoid_gpu_workers() {
 #[test]
 fn the_worker_with_the_model_warm_wins_and_the_explanation_says_why() {
     let mut sim = Sim::new();
-    let serve = || Capabilities { models: vec!["llama".into()], ..caps(8000, 8192) };
+    let serve = || Capabilities {
+        models: vec!["llama".into()],
+        ..caps(8000, 8192)
+    };
     sim.worker("cold", serve());
     sim.worker("warm", serve());
     sim.heartbeat("warm", &["llama"]);
-    sim.submit("j", JobBuilder::new("acme").task(inference("chat", "llama")).build());
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(inference("chat", "llama"))
+            .build(),
+    );
     let a = sim.assigned("j", "chat").unwrap();
     assert_eq!(&*a.worker, "warm");
     let e = &a.explanation;
@@ -52,15 +93,30 @@ fn the_worker_with_the_model_warm_wins_and_the_explanation_says_why() {
     let r = e.runner_up.as_ref().expect("a runner-up");
     assert_eq!((&*r.worker, r.lost_on), ("cold", Term::ModelWarmCache));
     let text = e.to_string();
-    assert!(text.contains("splai chose warm") && text.contains("runner-up cold"), "{text}");
+    assert!(
+        text.contains("splai chose warm") && text.contains("runner-up cold"),
+        "{text}"
+    );
     assert!(r.score < e.score);
 }
 
 #[test]
 fn the_preferred_locality_breaks_an_otherwise_even_choice() {
     let mut sim = Sim::new();
-    sim.worker("a", Capabilities { locality: Some("zone-a".into()), ..caps(4000, 4096) });
-    sim.worker("b", Capabilities { locality: Some("zone-b".into()), ..caps(4000, 4096) });
+    sim.worker(
+        "a",
+        Capabilities {
+            locality: Some("zone-a".into()),
+            ..caps(4000, 4096)
+        },
+    );
+    sim.worker(
+        "b",
+        Capabilities {
+            locality: Some("zone-b".into()),
+            ..caps(4000, 4096)
+        },
+    );
     let mut t = task("t");
     t.locality = Some("zone-b".into());
     sim.submit("j", JobBuilder::new("acme").task(t).build());
@@ -71,30 +127,62 @@ fn the_preferred_locality_breaks_an_otherwise_even_choice() {
 #[test]
 fn shorter_queues_and_faster_workers_score_higher() {
     let mut sim = Sim::new();
-    sim.worker("slow", Capabilities { speed_factor: 0.5, ..caps(8000, 8192) });
-    sim.worker("fast", Capabilities { speed_factor: 2.0, ..caps(8000, 8192) });
+    sim.worker(
+        "slow",
+        Capabilities {
+            speed_factor: 0.5,
+            ..caps(8000, 8192)
+        },
+    );
+    sim.worker(
+        "fast",
+        Capabilities {
+            speed_factor: 2.0,
+            ..caps(8000, 8192)
+        },
+    );
     let mut t = task("t");
     t.expected_duration_ms = Some(60_000);
     sim.submit("j", JobBuilder::new("acme").task(t).build());
     let a = sim.assigned("j", "t").unwrap();
     assert_eq!(&*a.worker, "fast");
     assert_eq!(a.explanation.predicted_ms, 30_000);
-    assert_eq!(a.explanation.runner_up.as_ref().unwrap().lost_on, Term::LatencyPrediction);
+    assert_eq!(
+        a.explanation.runner_up.as_ref().unwrap().lost_on,
+        Term::LatencyPrediction
+    );
     // Spreading: the next equal task avoids the worker that now has a queue.
     let mut sim = Sim::new();
     sim.worker("w1", caps(8000, 8192));
     sim.worker("w2", caps(8000, 8192));
-    sim.submit("j", JobBuilder::new("acme").task(task("a")).task(task("b")).build());
-    assert_ne!(sim.assigned("j", "a").unwrap().worker, sim.assigned("j", "b").unwrap().worker);
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(task("a"))
+            .task(task("b"))
+            .build(),
+    );
+    assert_ne!(
+        sim.assigned("j", "a").unwrap().worker,
+        sim.assigned("j", "b").unwrap().worker
+    );
 }
 
 #[test]
 fn no_worker_runs_over_its_capacity() {
     let mut sim = Sim::new();
     sim.worker("w", caps(2000, 2048));
-    let spec = (0..5).fold(JobBuilder::new("acme"), |b, i| b.task(task(&format!("t{i}")))).build();
+    let spec = (0..5)
+        .fold(JobBuilder::new("acme"), |b, i| {
+            b.task(task(&format!("t{i}")))
+        })
+        .build();
     sim.submit("j", spec);
-    assert_eq!(sim.assignments().len(), 2, "two 1000m tasks fill a 2000m worker");
+    assert_eq!(
+        sim.assignments().len(),
+        2,
+        "two 1000m tasks fill a 2000m worker"
+    );
     let waiting = sim.task("j", "t4");
     assert_eq!(
         waiting.pending_reason.as_deref(),
@@ -108,35 +196,89 @@ fn no_worker_runs_over_its_capacity() {
 fn a_pending_task_says_which_constraint_no_worker_meets() {
     let mut sim = Sim::new();
     sim.submit("none", JobBuilder::new("acme").task(task("t")).build());
-    assert_eq!(sim.task("none", "t").pending_reason.as_deref(), Some("no workers are registered"));
-    sim.worker("w", Capabilities { models: vec!["llama".into()], classifications: vec!["public".into()], ..caps(4000, 4096) });
+    assert_eq!(
+        sim.task("none", "t").pending_reason.as_deref(),
+        Some("no workers are registered")
+    );
+    sim.worker(
+        "w",
+        Capabilities {
+            models: vec!["llama".into()],
+            classifications: vec!["public".into()],
+            ..caps(4000, 4096)
+        },
+    );
     let cases: Vec<(TaskSpec, &str)> = vec![
         (inference("t", "M0007"), "no worker serves model M0007"),
-        (TaskSpec { tools: vec!["ffmpeg".into()], ..task("t") }, "no worker offers the tools [ffmpeg]"),
-        (TaskSpec { resources: Resources { gpus: 2, ..Resources::default() }, ..task("t") }, "no worker has 2 GPUs"),
         (
-            TaskSpec { resources: Resources { cpu_millis: 64_000, memory_mib: 100, gpus: 0 }, ..task("t") },
+            TaskSpec {
+                tools: vec!["ffmpeg".into()],
+                ..task("t")
+            },
+            "no worker offers the tools [ffmpeg]",
+        ),
+        (
+            TaskSpec {
+                resources: Resources {
+                    gpus: 2,
+                    ..Resources::default()
+                },
+                ..task("t")
+            },
+            "no worker has 2 GPUs",
+        ),
+        (
+            TaskSpec {
+                resources: Resources {
+                    cpu_millis: 64_000,
+                    memory_mib: 100,
+                    gpus: 0,
+                },
+                ..task("t")
+            },
             "no worker is large enough for 64000m cpu and 100Mi memory",
         ),
-        (TaskSpec { classification: Some("secret".into()), ..task("t") }, "no worker is cleared for secret data"),
+        (
+            TaskSpec {
+                classification: Some("secret".into()),
+                ..task("t")
+            },
+            "no worker is cleared for secret data",
+        ),
     ];
     for (i, (t, reason)) in cases.into_iter().enumerate() {
         let key = format!("j{i}");
         sim.submit(&key, JobBuilder::new("acme").task(t).build());
         assert_eq!(sim.task(&key, "t").pending_reason.as_deref(), Some(reason));
     }
-    assert!(sim.effects.iter().any(|e| matches!(e, Effect::Pending { reason, .. } if reason == "no worker serves model M0007")));
+    assert!(sim.effects.iter().any(
+        |e| matches!(e, Effect::Pending { reason, .. } if reason == "no worker serves model M0007")
+    ));
 }
 
 #[test]
 fn higher_priority_runs_first_then_older_jobs() {
     let mut sim = Sim::new();
-    sim.submit("old-low", JobBuilder::new("acme").chain(1).priority(0).build());
+    sim.submit(
+        "old-low",
+        JobBuilder::new("acme").chain(1).priority(0).build(),
+    );
     sim.now += 1;
-    sim.submit("new-low", JobBuilder::new("acme").chain(1).priority(0).build());
-    sim.submit("high", JobBuilder::new("acme").chain(1).priority(10).build());
+    sim.submit(
+        "new-low",
+        JobBuilder::new("acme").chain(1).priority(0).build(),
+    );
+    sim.submit(
+        "high",
+        JobBuilder::new("acme").chain(1).priority(10).build(),
+    );
     sim.worker("w", caps(1000, 1024));
-    let order = |sim: &Sim| sim.assignments().iter().map(|a| a.job.to_string()).collect::<Vec<_>>();
+    let order = |sim: &Sim| {
+        sim.assignments()
+            .iter()
+            .map(|a| a.job.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(order(&sim), ["high"]);
     sim.succeed("high", "s1");
     sim.succeed("old-low", "s1");
@@ -145,10 +287,18 @@ fn higher_priority_runs_first_then_older_jobs() {
 
 #[test]
 fn waiting_work_ages_so_low_priority_never_starves() {
-    let settings = Settings { aging_interval_ms: 60_000, stale_after_ms: 120_000, lost_after_ms: 300_000, ..Settings::default() };
+    let settings = Settings {
+        aging_interval_ms: 60_000,
+        stale_after_ms: 120_000,
+        lost_after_ms: 300_000,
+        ..Settings::default()
+    };
     let mut sim = Sim::with(settings, Strategy::Splai);
     sim.worker("w", caps(1000, 1024));
-    sim.submit("hog-0", JobBuilder::new("acme").chain(1).priority(3).build());
+    sim.submit(
+        "hog-0",
+        JobBuilder::new("acme").chain(1).priority(3).build(),
+    );
     sim.submit("low", JobBuilder::new("acme").chain(1).priority(0).build());
     // A stream of priority-3 work arrives; after 4 minutes the low job has aged past it.
     let mut i = 0;
@@ -157,11 +307,17 @@ fn waiting_work_ages_so_low_priority_never_starves() {
         assert!(i < 20, "the low-priority job starved");
         sim.now += 60_000;
         sim.heartbeat("w", &[]);
-        sim.submit(&format!("hog-{i}"), JobBuilder::new("acme").chain(1).priority(3).build());
+        sim.submit(
+            &format!("hog-{i}"),
+            JobBuilder::new("acme").chain(1).priority(3).build(),
+        );
         let running = sim.assignments().last().unwrap().job.to_string();
         sim.succeed(&running, "s1");
     }
-    assert_eq!(i, 3, "one level per interval: a 3-level gap closes after 3 intervals");
+    assert_eq!(
+        i, 3,
+        "one level per interval: a 3-level gap closes after 3 intervals"
+    );
 }
 
 #[test]
@@ -170,10 +326,19 @@ fn tenants_of_equal_priority_share_the_fleet_fairly() {
     for w in 0..4 {
         sim.worker(&format!("w{w}"), caps(1000, 1024));
     }
-    let many = |t: &str| (0..8).fold(JobBuilder::new(t), |b, i| b.task(task(&format!("t{i}")))).build();
+    let many = |t: &str| {
+        (0..8)
+            .fold(JobBuilder::new(t), |b, i| b.task(task(&format!("t{i}"))))
+            .build()
+    };
     sim.submit("big", many("alpha"));
     sim.submit("late", many("beta"));
-    let running = |sim: &Sim| (sim.status("big").progress.running, sim.status("late").progress.running);
+    let running = |sim: &Sim| {
+        (
+            sim.status("big").progress.running,
+            sim.status("late").progress.running,
+        )
+    };
     // alpha came first and took the whole fleet; freed slots go to the tenant with the smaller share.
     assert_eq!(running(&sim), (4, 0));
     sim.succeed("big", "t0");
@@ -181,7 +346,11 @@ fn tenants_of_equal_priority_share_the_fleet_fairly() {
     sim.succeed("big", "t1");
     assert_eq!(running(&sim), (2, 2));
     sim.succeed("big", "t2");
-    assert_eq!(running(&sim), (2, 2), "alpha had fewer, so it gets its slot back");
+    assert_eq!(
+        running(&sim),
+        (2, 2),
+        "alpha had fewer, so it gets its slot back"
+    );
     sim.succeed("late", "t0");
     assert_eq!(running(&sim), (2, 2));
 }
@@ -193,34 +362,66 @@ fn each_baseline_places_by_its_own_rule() {
         sim.worker("w2", caps(4000, 8192));
         sim.worker("w3", caps(4000, 8192));
     };
-    let spec = (0..4).fold(JobBuilder::new("acme"), |b, i| b.task(task(&format!("t{i}")))).build();
+    let spec = (0..4)
+        .fold(JobBuilder::new("acme"), |b, i| {
+            b.task(task(&format!("t{i}")))
+        })
+        .build();
     let run = |strategy: Strategy| {
         let mut sim = Sim::with(Settings::default(), strategy);
         fleet(&mut sim);
         sim.submit("j", spec.clone());
-        sim.assignments().iter().map(|a| a.worker.to_string()).collect::<Vec<_>>()
+        sim.assignments()
+            .iter()
+            .map(|a| a.worker.to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(Strategy::FirstFit), ["w1", "w1", "w1", "w1"]);
     assert_eq!(run(Strategy::RoundRobin), ["w1", "w2", "w3", "w1"]);
     assert_eq!(run(Strategy::LeastLoaded), ["w1", "w2", "w3", "w1"]);
     let random = run(Strategy::Random);
-    assert_eq!(random, run(Strategy::Random), "the seeded baseline repeats itself");
+    assert_eq!(
+        random,
+        run(Strategy::Random),
+        "the seeded baseline repeats itself"
+    );
     assert_eq!(random.len(), 4);
 }
 
 #[test]
 fn exhaustive_and_bounded_candidate_search_agree_on_a_small_fleet() {
     let mut bounded = Sim::new();
-    let mut exact = Sim::with(Settings { candidates_per_class: 0, ..Settings::default() }, Strategy::Splai);
+    let mut exact = Sim::with(
+        Settings {
+            candidates_per_class: 0,
+            ..Settings::default()
+        },
+        Strategy::Splai,
+    );
     for sim in [&mut bounded, &mut exact] {
         for w in 0..6 {
-            sim.worker(&format!("w{w}"), Capabilities { models: vec!["m".into()], ..caps(4000, 8192) });
+            sim.worker(
+                &format!("w{w}"),
+                Capabilities {
+                    models: vec!["m".into()],
+                    ..caps(4000, 8192)
+                },
+            );
         }
         sim.heartbeat("w4", &["m"]);
-        let spec = (0..10).fold(JobBuilder::new("acme"), |b, i| b.task(inference(&format!("t{i}"), "m"))).build();
+        let spec = (0..10)
+            .fold(JobBuilder::new("acme"), |b, i| {
+                b.task(inference(&format!("t{i}"), "m"))
+            })
+            .build();
         sim.submit("j", spec);
     }
-    let picks = |s: &Sim| s.assignments().iter().map(|a| a.worker.to_string()).collect::<Vec<_>>();
+    let picks = |s: &Sim| {
+        s.assignments()
+            .iter()
+            .map(|a| a.worker.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(picks(&bounded), picks(&exact));
 }
 
@@ -232,6 +433,9 @@ fn removing_a_worker_requeues_its_tasks() {
     t.retry.limit = 1;
     sim.submit("j", JobBuilder::new("acme").task(t).build());
     sim.send(Event::WorkerRemoved { name: "w1".into() });
-    assert_eq!(sim.task("j", "t").error.as_deref(), Some("worker w1 was removed"));
+    assert_eq!(
+        sim.task("j", "t").error.as_deref(),
+        Some("worker w1 was removed")
+    );
     assert!(sim.s.worker_names().is_empty());
 }

@@ -270,7 +270,10 @@ pub enum JobPhase {
 
 impl JobPhase {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobPhase::Completed | JobPhase::Failed | JobPhase::Canceled)
+        matches!(
+            self,
+            JobPhase::Completed | JobPhase::Failed | JobPhase::Canceled
+        )
     }
 }
 

@@ -2,14 +2,27 @@
 #![allow(dead_code)]
 
 use splai_scheduler::api::*;
-use splai_scheduler::{Assignment, Effect, Event, Heartbeat, Scheduler, Settings, Strategy, Timestamp};
+use splai_scheduler::{
+    Assignment, Effect, Event, Heartbeat, Scheduler, Settings, Strategy, Timestamp,
+};
 
 pub fn task(id: &str) -> TaskSpec {
-    TaskSpec { id: id.into(), retry: RetryPolicy { limit: 0, ..RetryPolicy::default() }, ..TaskSpec::default() }
+    TaskSpec {
+        id: id.into(),
+        retry: RetryPolicy {
+            limit: 0,
+            ..RetryPolicy::default()
+        },
+        ..TaskSpec::default()
+    }
 }
 
 pub fn inference(id: &str, model: &str) -> TaskSpec {
-    TaskSpec { kind: TaskKind::Inference, model: Some(model.into()), ..task(id) }
+    TaskSpec {
+        kind: TaskKind::Inference,
+        model: Some(model.into()),
+        ..task(id)
+    }
 }
 
 /// A job spec built step by step: `JobBuilder::new("acme").chain(3)`.
@@ -18,7 +31,10 @@ pub struct JobBuilder(pub JobSpec);
 
 impl JobBuilder {
     pub fn new(tenant: &str) -> Self {
-        JobBuilder(JobSpec { tenant: tenant.into(), ..JobSpec::default() })
+        JobBuilder(JobSpec {
+            tenant: tenant.into(),
+            ..JobSpec::default()
+        })
     }
 
     pub fn task(mut self, t: TaskSpec) -> Self {
@@ -27,7 +43,10 @@ impl JobBuilder {
     }
 
     pub fn dep(mut self, child: &str, parents: &[&str]) -> Self {
-        self.0.dependencies.push(Dependency { task: child.into(), depends_on: parents.iter().map(|p| p.to_string()).collect() });
+        self.0.dependencies.push(Dependency {
+            task: child.into(),
+            depends_on: parents.iter().map(|p| p.to_string()).collect(),
+        });
         self
     }
 
@@ -65,7 +84,11 @@ impl JobBuilder {
 }
 
 pub fn caps(cpu: u32, mem: u32) -> Capabilities {
-    Capabilities { cpu_millis: cpu, memory_mib: mem, ..Capabilities::default() }
+    Capabilities {
+        cpu_millis: cpu,
+        memory_mib: mem,
+        ..Capabilities::default()
+    }
 }
 
 /// Drives a scheduler and keeps every effect it returned.
@@ -81,7 +104,11 @@ impl Sim {
     }
 
     pub fn with(settings: Settings, strategy: Strategy) -> Self {
-        Sim { s: Scheduler::new(settings, strategy, 7), now: 1_000_000, effects: Vec::new() }
+        Sim {
+            s: Scheduler::new(settings, strategy, 7),
+            now: 1_000_000,
+            effects: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, e: Event) -> Vec<Effect> {
@@ -99,7 +126,11 @@ impl Sim {
     }
 
     pub fn worker(&mut self, name: &str, c: Capabilities) -> Vec<Effect> {
-        self.send(Event::WorkerRegistered { name: name.into(), capabilities: c, incarnation: 1 })
+        self.send(Event::WorkerRegistered {
+            name: name.into(),
+            capabilities: c,
+            incarnation: 1,
+        })
     }
 
     pub fn heartbeat(&mut self, name: &str, warm: &[&str]) -> Vec<Effect> {
@@ -112,21 +143,46 @@ impl Sim {
     }
 
     pub fn submit(&mut self, key: &str, spec: JobSpec) -> Vec<Effect> {
-        self.send(Event::JobSubmitted { key: key.into(), spec, trace_id: None })
+        self.send(Event::JobSubmitted {
+            key: key.into(),
+            spec,
+            trace_id: None,
+        })
     }
 
     pub fn assignments(&self) -> Vec<&Assignment> {
-        self.effects.iter().filter_map(|e| if let Effect::Assign(a) = e { Some(&**a) } else { None }).collect()
+        self.effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Assign(a) = e {
+                    Some(&**a)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The latest assignment of `job/task`.
     pub fn assigned(&self, job: &str, t: &str) -> Option<&Assignment> {
-        self.assignments().into_iter().rev().find(|a| &*a.job == job && &*a.task == t)
+        self.assignments()
+            .into_iter()
+            .rev()
+            .find(|a| &*a.job == job && &*a.task == t)
     }
 
     fn current(&self, job: &str, t: &str) -> (AttemptRef, String) {
-        let a = self.assigned(job, t).unwrap_or_else(|| panic!("{job}/{t} was never assigned"));
-        (AttemptRef { job: job.into(), task: t.into(), attempt: a.attempt }, a.worker.to_string())
+        let a = self
+            .assigned(job, t)
+            .unwrap_or_else(|| panic!("{job}/{t} was never assigned"));
+        (
+            AttemptRef {
+                job: job.into(),
+                task: t.into(),
+                attempt: a.attempt,
+            },
+            a.worker.to_string(),
+        )
     }
 
     pub fn start(&mut self, job: &str, t: &str) -> Vec<Effect> {
@@ -137,12 +193,21 @@ impl Sim {
     pub fn succeed(&mut self, job: &str, t: &str) -> Vec<Effect> {
         let (attempt, worker) = self.current(job, t);
         let uri = format!("file:///artifacts/{job}/{t}/{}", attempt.attempt);
-        self.send(Event::TaskSucceeded { attempt, worker, artifact_uri: Some(uri) })
+        self.send(Event::TaskSucceeded {
+            attempt,
+            worker,
+            artifact_uri: Some(uri),
+        })
     }
 
     pub fn fail(&mut self, job: &str, t: &str, error: &str) -> Vec<Effect> {
         let (attempt, worker) = self.current(job, t);
-        self.send(Event::TaskFailed { attempt, worker, error: error.into(), retryable: true })
+        self.send(Event::TaskFailed {
+            attempt,
+            worker,
+            error: error.into(),
+            retryable: true,
+        })
     }
 
     pub fn status(&self, job: &str) -> JobStatus {
@@ -154,6 +219,10 @@ impl Sim {
     }
 
     pub fn task(&self, job: &str, t: &str) -> TaskStatus {
-        self.status(job).tasks.into_iter().find(|s| s.id == t).expect("known task")
+        self.status(job)
+            .tasks
+            .into_iter()
+            .find(|s| s.id == t)
+            .expect("known task")
     }
 }

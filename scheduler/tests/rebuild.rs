@@ -1,0 +1,163 @@
+mod common;
+
+use common::*;
+use splai_scheduler::api::*;
+use splai_scheduler::{Effect, Event, Ignored, Scheduler, Settings, Snapshot, Strategy, Timestamp};
+
+/// A fleet and a mix of jobs caught mid-flight: running, retrying, waiting, queued for quota.
+fn busy() -> Sim {
+    let mut sim = Sim::new();
+    sim.send(Event::PolicyUpserted {
+        name: "q".into(),
+        spec: PolicySpec {
+            tenant: "acme".into(),
+            quotas: Quotas {
+                max_running_jobs: Some(2),
+                ..Quotas::default()
+            },
+            ..PolicySpec::default()
+        },
+    });
+    sim.worker(
+        "w1",
+        Capabilities {
+            models: vec!["m".into()],
+            ..caps(2000, 4096)
+        },
+    );
+    sim.worker("w2", caps(2000, 4096));
+    sim.heartbeat("w1", &["m"]);
+    let mut flaky = task("flaky");
+    flaky.retry.limit = 2;
+    let mut slow = task("slow");
+    slow.timeout_seconds = Some(600);
+    sim.submit(
+        "a",
+        JobBuilder::new("acme")
+            .task(flaky)
+            .task(slow)
+            .task(inference("llm", "m"))
+            .build(),
+    );
+    sim.submit("b", JobBuilder::new("acme").chain(3).build());
+    sim.submit("c", JobBuilder::new("acme").chain(1).build());
+    sim.start("a", "slow");
+    sim.fail("a", "flaky", "exit 3");
+    sim.succeed("b", "s1");
+    sim
+}
+
+fn rebuilt(sim: &Sim) -> (Scheduler, Vec<Effect>) {
+    Scheduler::rebuild(
+        sim.s.settings().clone(),
+        sim.s.strategy(),
+        7,
+        sim.s.snapshot(),
+        Timestamp(sim.now),
+    )
+}
+
+#[test]
+fn a_rebuilt_scheduler_has_the_same_state_as_the_one_it_replaces() {
+    let sim = busy();
+    let before = sim.s.snapshot();
+    assert_eq!(sim.phase("c"), JobPhase::Queued);
+    assert_eq!(sim.task("a", "flaky").phase, TaskPhase::Retrying);
+    let (again, out) = rebuilt(&sim);
+    assert!(
+        out.iter().all(|e| !matches!(e, Effect::Assign(_))),
+        "nothing new is placed by a rebuild: {out:?}"
+    );
+    assert_eq!(again.snapshot(), before);
+    again.check_invariants().unwrap();
+}
+
+#[test]
+fn a_snapshot_survives_a_round_trip_through_json() {
+    let snap = busy().s.snapshot();
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, snap);
+}
+
+#[test]
+fn after_a_restart_reports_are_fenced_by_the_attempt_numbers_of_before() {
+    let mut sim = busy();
+    let (s, _) = rebuilt(&sim);
+    let stale = AttemptRef {
+        job: "a".into(),
+        task: "flaky".into(),
+        attempt: 1,
+    };
+    let worker = sim.assigned("a", "flaky").unwrap().worker.to_string();
+    sim.s = s;
+    let out = sim.send(Event::TaskSucceeded {
+        attempt: stale,
+        worker,
+        artifact_uri: None,
+    });
+    assert!(
+        matches!(
+            &out[0],
+            Effect::Ignored(Ignored::StaleReport {
+                current_attempt: 1,
+                ..
+            })
+        ),
+        "{out:?}"
+    );
+    // The running attempt is still current and commits once.
+    sim.succeed("a", "slow");
+    assert_eq!(sim.task("a", "slow").phase, TaskPhase::Succeeded);
+}
+
+#[test]
+fn a_rebuilt_scheduler_makes_the_same_decisions_as_the_original() {
+    let mut original = busy();
+    let mut restarted = busy();
+    restarted.s = rebuilt(&restarted).0;
+    for sim in [&mut original, &mut restarted] {
+        sim.advance(1_000);
+        sim.heartbeat("w1", &["m"]);
+        sim.heartbeat("w2", &[]);
+        sim.succeed("a", "slow");
+        sim.succeed("a", "llm");
+        sim.succeed("a", "flaky");
+        sim.succeed("b", "s2");
+    }
+    let tail = |s: &Sim| {
+        s.effects
+            .iter()
+            .rev()
+            .filter_map(|e| match e {
+                Effect::Assign(a) => {
+                    Some(format!("{}/{}#{}@{}", a.job, a.task, a.attempt, a.worker))
+                }
+                _ => None,
+            })
+            .take(4)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tail(&original).len(), 4, "the test exercises new decisions");
+    assert_eq!(tail(&original), tail(&restarted));
+    assert_eq!(original.s.snapshot(), restarted.s.snapshot());
+}
+
+#[test]
+fn an_attempt_whose_worker_vanished_during_the_restart_runs_again() {
+    let sim = busy();
+    let mut snap = sim.s.snapshot();
+    let gone = sim.assigned("a", "slow").unwrap().worker.to_string();
+    snap.workers.retain(|w| w.name != gone);
+    let (s, _) = Scheduler::rebuild(
+        Settings::default(),
+        Strategy::Splai,
+        7,
+        snap,
+        Timestamp(sim.now),
+    );
+    let st = s.job_status("a").unwrap();
+    let slow = st.tasks.iter().find(|t| t.id == "slow").unwrap();
+    assert_ne!(slow.worker.as_deref(), Some(gone.as_str()));
+    s.check_invariants().unwrap();
+}
