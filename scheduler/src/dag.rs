@@ -97,12 +97,12 @@ pub fn validate(spec: &JobSpec, limits: &Limits) -> Result<Dag, ValidationErrors
     if spec.tenant.trim().is_empty() {
         issues.push(ValidationIssue::MissingTenant);
     }
-    if let Some(t) = spec.timeout_seconds {
-        if t == 0 || t > limits.max_timeout_seconds {
-            issues.push(ValidationIssue::InvalidJobTimeout {
-                why: format!("{t}s is outside 1..={}s", limits.max_timeout_seconds),
-            });
-        }
+    if let Some(t) = spec.timeout_seconds
+        && (t == 0 || t > limits.max_timeout_seconds)
+    {
+        issues.push(ValidationIssue::InvalidJobTimeout {
+            why: format!("{t}s is outside 1..={}s", limits.max_timeout_seconds),
+        });
     }
     let tasks = &spec.tasks;
     if tasks.is_empty() {
@@ -230,13 +230,13 @@ fn check_task(task: &TaskSpec, limits: &Limits, issues: &mut Vec<ValidationIssue
             why: bad.join("; "),
         });
     }
-    if let Some(t) = task.timeout_seconds {
-        if t == 0 || t > limits.max_timeout_seconds {
-            issues.push(ValidationIssue::InvalidTaskTimeout {
-                task: task.id.clone(),
-                why: format!("{t}s is outside 1..={}s", limits.max_timeout_seconds),
-            });
-        }
+    if let Some(t) = task.timeout_seconds
+        && (t == 0 || t > limits.max_timeout_seconds)
+    {
+        issues.push(ValidationIssue::InvalidTaskTimeout {
+            task: task.id.clone(),
+            why: format!("{t}s is outside 1..={}s", limits.max_timeout_seconds),
+        });
     }
     let rp = &task.retry;
     let why = if rp.limit > limits.max_retries {

@@ -548,10 +548,11 @@ impl Scheduler {
                 }
                 job.dag = dag;
                 self.build_tasks(&mut job, &spec, Some(routes));
-                job.spec = Arc::new(spec.clone());
+                let canceled = spec.cancel;
+                job.spec = Arc::new(spec);
                 self.jobs.push(Some(job));
                 self.job_ids.insert(key, j);
-                if spec.cancel {
+                if canceled {
                     self.terminate(
                         j,
                         JobPhase::Canceled,

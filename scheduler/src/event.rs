@@ -11,6 +11,8 @@ use crate::api::{
 use crate::score::Explanation;
 use crate::time::Timestamp;
 
+// Events are built once and moved into `handle`; boxing the job spec would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum Event {

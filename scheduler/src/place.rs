@@ -407,12 +407,12 @@ impl Placer<'_> {
                 .model
                 .is_none_or(|m| sig(c).any_model || sig(c).models.contains(m))
         };
-        if let Some(m) = shape.model {
-            if members(&model_ok) == 0 {
-                return PendingReason::NoWorkerServesModel {
-                    model: f.models.name(m).clone(),
-                };
-            }
+        if let Some(m) = shape.model
+            && members(&model_ok) == 0
+        {
+            return PendingReason::NoWorkerServesModel {
+                model: f.models.name(m).clone(),
+            };
         }
         let tools_ok = |c: usize| model_ok(c) && sig(c).tools.is_superset(&shape.tools);
         if members(&tools_ok) == 0 {
@@ -435,12 +435,12 @@ impl Placer<'_> {
                 mem: shape.mem,
             };
         }
-        if let Some(cl) = shape.classification {
-            if members(&|c| ok.get(c).copied().unwrap_or(false)) == 0 {
-                return PendingReason::NoWorkerCleared {
-                    classification: f.classifications.name(cl).clone(),
-                };
-            }
+        if let Some(cl) = shape.classification
+            && members(&|c| ok.get(c).copied().unwrap_or(false)) == 0
+        {
+            return PendingReason::NoWorkerCleared {
+                classification: f.classifications.name(cl).clone(),
+            };
         }
         let placeable = |c: usize| ok.get(c).copied().unwrap_or(false) && self.zone_ok(zones, c);
         let total = members(&placeable);

@@ -53,14 +53,16 @@ pub fn evaluate(
     subject: &'static str,
     task: &str,
     value: &str,
-) -> Result<String, Denial> {
-    let deny = |rule: String, pattern: Option<String>| Denial {
-        policy: policy.to_owned(),
-        task: task.to_owned(),
-        subject,
-        value: value.to_owned(),
-        rule,
-        pattern,
+) -> Result<String, Box<Denial>> {
+    let deny = |rule: String, pattern: Option<String>| {
+        Box::new(Denial {
+            policy: policy.to_owned(),
+            task: task.to_owned(),
+            subject,
+            value: value.to_owned(),
+            rule,
+            pattern,
+        })
     };
     if let Some((i, p)) = rules
         .deny
@@ -83,31 +85,31 @@ pub fn evaluate(
 pub fn check_job(name: &str, policy: &PolicySpec, job: &JobSpec) -> Vec<String> {
     let mut out = Vec::new();
     for t in &job.tasks {
-        if let Some(m) = &t.model {
-            if let Err(d) = evaluate(name, &policy.models, "models", "model", &t.id, m) {
-                out.push(d.to_string());
-            }
+        if let Some(m) = &t.model
+            && let Err(d) = evaluate(name, &policy.models, "models", "model", &t.id, m)
+        {
+            out.push(d.to_string());
         }
-        if let Some(c) = &t.classification {
-            if let Err(d) = evaluate(
+        if let Some(c) = &t.classification
+            && let Err(d) = evaluate(
                 name,
                 &policy.classifications,
                 "classifications",
                 "classification",
                 &t.id,
                 c,
-            ) {
-                out.push(d.to_string());
-            }
+            )
+        {
+            out.push(d.to_string());
         }
     }
-    if let Some(max) = policy.quotas.max_tasks_per_job {
-        if job.tasks.len() > max as usize {
-            out.push(format!(
+    if let Some(max) = policy.quotas.max_tasks_per_job
+        && job.tasks.len() > max as usize
+    {
+        out.push(format!(
                 "the job has {} tasks, over policy `{name}` quota maxTasksPerJob of {max}: split the job",
                 job.tasks.len()
             ));
-        }
     }
     out
 }
@@ -158,31 +160,32 @@ impl fmt::Display for QuotaBlock {
 
 /// Whether one more task of this size fits the tenant's quotas.
 pub fn task_fits(q: &Quotas, used: &Usage, cpu: u32, gpus: u32) -> Result<(), QuotaBlock> {
-    if let Some(max) = q.max_running_tasks {
-        if used.running_tasks >= max {
-            return Err(QuotaBlock::RunningTasks {
-                used: used.running_tasks,
-                max,
-            });
-        }
+    if let Some(max) = q.max_running_tasks
+        && used.running_tasks >= max
+    {
+        return Err(QuotaBlock::RunningTasks {
+            used: used.running_tasks,
+            max,
+        });
     }
-    if let Some(max) = q.max_cpu_millis {
-        if used.cpu_millis + u64::from(cpu) > max {
-            return Err(QuotaBlock::Cpu {
-                used: used.cpu_millis,
-                max,
-                need: cpu,
-            });
-        }
+    if let Some(max) = q.max_cpu_millis
+        && used.cpu_millis + u64::from(cpu) > max
+    {
+        return Err(QuotaBlock::Cpu {
+            used: used.cpu_millis,
+            max,
+            need: cpu,
+        });
     }
-    if let Some(max) = q.max_gpus {
-        if gpus > 0 && used.gpus + gpus > max {
-            return Err(QuotaBlock::Gpus {
-                used: used.gpus,
-                max,
-                need: gpus,
-            });
-        }
+    if let Some(max) = q.max_gpus
+        && gpus > 0
+        && used.gpus + gpus > max
+    {
+        return Err(QuotaBlock::Gpus {
+            used: used.gpus,
+            max,
+            need: gpus,
+        });
     }
     Ok(())
 }

@@ -14,9 +14,12 @@ use splai_scheduler::{
     Effect, Event, Heartbeat, Scheduler, Settings, Strategy as Placement, Timestamp,
 };
 
+/// Tasks as (cpu, retries), edges as (parent, child) with parent < child, and a priority.
+type JobCase = (Vec<(u32, u32)>, Vec<(usize, usize)>, u32);
+
 #[derive(Clone, Debug)]
 struct Case {
-    jobs: Vec<(Vec<(u32, u32)>, Vec<(usize, usize)>, u32)>, // tasks (cpu, retries), edges (parent < child), priority
+    jobs: Vec<JobCase>,
     workers: Vec<u32>, // cpu of each worker; the first fits any task
     ops: Vec<(u8, u16)>,
     strategy: Placement,
@@ -53,7 +56,12 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn spec(tasks: &[(u32, u32)], edges: &[(usize, usize)], prio: u32) -> JobSpec {
-    let mut b = JobBuilder::new(if prio % 2 == 0 { "even" } else { "odd" }).priority(prio as i32);
+    let mut b = JobBuilder::new(if prio.is_multiple_of(2) {
+        "even"
+    } else {
+        "odd"
+    })
+    .priority(prio as i32);
     for (i, &(cpu, retries)) in tasks.iter().enumerate() {
         let mut t = task(&format!("t{i}"));
         t.resources.cpu_millis = cpu;
@@ -121,7 +129,7 @@ fn run(c: &Case) -> Vec<Effect> {
                     attempt: a,
                     worker: w,
                     error: "e".into(),
-                    retryable: x % 3 != 0,
+                    retryable: !x.is_multiple_of(3),
                 });
             }
             3 if !act.is_empty() => {
@@ -143,7 +151,7 @@ fn run(c: &Case) -> Vec<Effect> {
                     }
                 }
             }
-            6 if x % 7 == 0 => {
+            6 if x.is_multiple_of(7) => {
                 sim.send(Event::JobCanceled {
                     key: format!("j{}", x % c.jobs.len()),
                 });
@@ -184,10 +192,10 @@ fn run(c: &Case) -> Vec<Effect> {
     }
     let mut commits: HashMap<(String, String), u32> = HashMap::new();
     for e in &sim.effects {
-        if let Effect::AttemptEnded(r) = e {
-            if r.outcome == Outcome::Succeeded {
-                *commits.entry((r.job.clone(), r.task.clone())).or_default() += 1;
-            }
+        if let Effect::AttemptEnded(r) = e
+            && r.outcome == Outcome::Succeeded
+        {
+            *commits.entry((r.job.clone(), r.task.clone())).or_default() += 1;
         }
     }
     assert!(
