@@ -936,7 +936,7 @@ impl Scheduler {
         }
     }
 
-    fn skip_descendants(&mut self, j: u32, t: u32, now: Timestamp) {
+    pub(crate) fn skip_descendants(&mut self, j: u32, t: u32, now: Timestamp) {
         let mut stack: Vec<u32> = self.job(j).dag.children(t).to_vec();
         while let Some(c) = stack.pop() {
             if self.job(j).tasks[c as usize].state == TaskState::Waiting {
@@ -947,7 +947,7 @@ impl Scheduler {
     }
 
     /// Ends the job once every task has ended.
-    fn maybe_finish(&mut self, j: u32, now: Timestamp, out: &mut Vec<Effect>) {
+    pub(crate) fn maybe_finish(&mut self, j: u32, now: Timestamp, out: &mut Vec<Effect>) {
         let job = self.job(j);
         if job.phase.is_terminal() || job.progress.finished() < job.progress.total {
             return;

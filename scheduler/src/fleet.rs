@@ -52,6 +52,8 @@ impl Class {
 #[derive(Debug)]
 pub(crate) struct WorkerRt {
     pub name: Arc<str>,
+    /// Breaks ties between equal scores: a stable hash of the name.
+    pub tie_key: u64,
     pub caps: Capabilities,
     pub class: u32,
     pub health: Health,
@@ -150,6 +152,7 @@ impl Fleet {
         let id = self.workers.len() as WorkerId;
         let name: Arc<str> = name.into();
         self.workers.push(WorkerRt {
+            tie_key: crate::intern::stable_hash(&[name.as_bytes()]),
             name: name.clone(),
             class,
             health: Health::Unknown,

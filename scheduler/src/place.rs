@@ -33,6 +33,26 @@ pub(crate) struct Shapes {
     ids: FxHashMap<Shape, u32>,
     /// Per shape: which classes meet its hard constraints, for the first `len` classes.
     class_ok: Vec<Vec<bool>>,
+    /// Per shape: the classes that meet them, best static score first (see `static_score`).
+    ranked: Vec<Vec<(f64, u32)>>,
+}
+
+/// The part of the score that depends only on the task's shape and the worker's class:
+/// `capability_match` and `locality_score`, weighted.
+fn static_terms(shape: &Shape, sig: &crate::fleet::ClassSig) -> (f64, f64) {
+    let capability = if shape.gpus > 0 {
+        f64::from(shape.gpus) / f64::from(sig.gpus.max(1))
+    } else if sig.gpus > 0 {
+        0.0
+    } else {
+        1.0
+    };
+    let locality = if shape.locality.is_some() && shape.locality == sig.zone {
+        1.0
+    } else {
+        0.0
+    };
+    (capability, locality)
 }
 
 impl Shapes {
@@ -44,12 +64,17 @@ impl Shapes {
         self.list.push(shape.clone());
         self.ids.insert(shape, id);
         self.class_ok.push(Vec::new());
+        self.ranked.push(Vec::new());
         id
     }
 
-    fn refresh(&mut self, shape: u32, fleet: &Fleet) {
+    fn refresh(&mut self, shape: u32, fleet: &Fleet, weights: &crate::score::Weights) {
         let ok = &mut self.class_ok[shape as usize];
+        if ok.len() == fleet.classes.len() {
+            return;
+        }
         let s = &self.list[shape as usize];
+        let ranked = &mut self.ranked[shape as usize];
         for c in ok.len()..fleet.classes.len() {
             let sig = fleet.classes[c].sig();
             ok.push(
@@ -63,7 +88,15 @@ impl Shapes {
                         sig.classifications.is_empty() || sig.classifications.contains(c)
                     }),
             );
+            if ok[c] {
+                let (capability, locality) = static_terms(s, sig);
+                ranked.push((
+                    weights.capability_match * capability + weights.locality_score * locality,
+                    c as u32,
+                ));
+            }
         }
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     }
 }
 
@@ -227,23 +260,26 @@ impl Placer<'_> {
         req: &Request<'_>,
         rr_cursor: &mut usize,
     ) -> Result<Explanation, PendingReason> {
-        shapes.refresh(req.shape, self.fleet);
+        shapes.refresh(req.shape, self.fleet, &self.settings.weights);
         let ok = &shapes.class_ok[req.shape as usize];
         let shape = &shapes.list[req.shape as usize];
-        let classes: Vec<usize> = (0..ok.len())
-            .filter(|&c| ok[c] && self.zone_ok(req.allowed_zones, c))
-            .collect();
+        let ranked = &shapes.ranked[req.shape as usize];
+        let classes = || {
+            ranked
+                .iter()
+                .map(|&(_, c)| c as usize)
+                .filter(|&c| self.zone_ok(req.allowed_zones, c))
+        };
         let feasible = |w: &WorkerRt| w.eligible() && w.fits(shape.cpu, shape.mem, shape.gpus);
         let class_feasible = |w: &WorkerRt| {
             feasible(w) && ok[w.class as usize] && self.zone_ok(req.allowed_zones, w.class as usize)
         };
         let (best, runner, candidates) = match req.strategy {
-            Strategy::Splai => self.best_scored(shape, req, &classes, &feasible),
+            Strategy::Splai => self.best_scored(shape, req, ranked, &feasible),
             Strategy::LeastLoaded => {
                 // The least loaded feasible worker of each class is the first feasible in its load order.
-                let best = classes
-                    .iter()
-                    .filter_map(|&c| {
+                let best = classes()
+                    .filter_map(|c| {
                         self.fleet.classes[c]
                             .by_load
                             .iter()
@@ -260,7 +296,7 @@ impl Placer<'_> {
                 (
                     best.map(|w| self.scored(shape, req, w)),
                     None,
-                    classes.len() as u32,
+                    classes().count() as u32,
                 )
             }
             Strategy::FirstFit => {
@@ -330,14 +366,20 @@ impl Placer<'_> {
         }
     }
 
-    /// The two best workers by score. In each class it scores the `candidates_per_class` least
-    /// loaded feasible workers and as many feasible workers that have the model warm; workers
-    /// outside those lists score no better, as their class terms are equal and their queues longer.
+    /// The two best workers by score.
+    ///
+    /// Classes are visited best static score first (`capability_match` and `locality_score`
+    /// depend only on the class). In each class it scores up to `candidates_per_class` feasible
+    /// workers that have the model warm and as many of the least loaded: within a class the other
+    /// terms differ only by queue depth, warmth and observed speed, so deeper in a list lies no
+    /// better worker unless its observed speed is much higher. A class is skipped when even its
+    /// best case — static terms, a warm model, its shortest queue, no latency — cannot beat the
+    /// runner-up so far, and the scan stops when no later class can.
     fn best_scored(
         &self,
         shape: &Shape,
         req: &Request<'_>,
-        classes: &[usize],
+        ranked: &[(f64, u32)],
         feasible: &dyn Fn(&WorkerRt) -> bool,
     ) -> (Option<Scored>, Option<Scored>, u32) {
         let k = match self.settings.candidates_per_class {
@@ -345,42 +387,78 @@ impl Placer<'_> {
             k => k as usize,
         };
         let scan_limit = k.saturating_mul(4);
+        let w = &self.settings.weights;
+        // Pruning relies on every weight being non-negative.
+        let prune = [
+            w.capability_match,
+            w.model_warm_cache,
+            w.locality_score,
+            w.queue_penalty,
+            w.latency_prediction,
+        ]
+        .iter()
+        .all(|x| *x >= 0.0)
+            && k != usize::MAX;
+        let warm_bonus = if shape.model.is_some() {
+            w.model_warm_cache
+        } else {
+            0.0
+        };
+        let half = self.settings.queue_half_depth.max(1e-9);
         let mut best: Option<Scored> = None;
         let mut second: Option<Scored> = None;
         let mut count = 0u32;
         let better = |a: &Scored, b: &Scored| {
             a.score > b.score
                 || (a.score == b.score
-                    && self.fleet.workers[a.worker as usize].name
-                        < self.fleet.workers[b.worker as usize].name)
+                    && self.fleet.workers[a.worker as usize].tie_key
+                        < self.fleet.workers[b.worker as usize].tie_key)
         };
-        let mut consider = |w: WorkerId| {
-            if best.as_ref().is_some_and(|b| b.worker == w)
-                || second.as_ref().is_some_and(|b| b.worker == w)
-            {
-                return;
+        for &(static_score, c) in ranked {
+            let c = c as usize;
+            if !self.zone_ok(req.allowed_zones, c) {
+                continue;
             }
-            count += 1;
-            let s = self.scored(shape, req, w);
-            if best.as_ref().is_none_or(|b| better(&s, b)) {
-                second = best.take();
-                best = Some(s);
-            } else if second.as_ref().is_none_or(|b| better(&s, b)) {
-                second = Some(s);
-            }
-        };
-        for &c in classes {
             let class = &self.fleet.classes[c];
-            let warm = shape.model.and_then(|m| class.warm.get(&m));
+            let Some(&(min_depth, _)) = class.by_load.first() else {
+                continue;
+            };
+            let warm = shape
+                .model
+                .and_then(|m| class.warm.get(&m))
+                .filter(|s| !s.is_empty());
+            if let (true, Some(floor)) = (prune, second.as_ref().map(|s| s.score)) {
+                if static_score + warm_bonus < floor {
+                    break;
+                }
+                let depth = f64::from(min_depth);
+                let bound = static_score + if warm.is_some() { warm_bonus } else { 0.0 }
+                    - w.queue_penalty * depth / (depth + half);
+                if bound < floor {
+                    continue;
+                }
+            }
             for list in [warm, Some(&class.by_load)].into_iter().flatten() {
                 let mut taken = 0;
-                for &(_, w) in list.iter().take(scan_limit) {
-                    if feasible(&self.fleet.workers[w as usize]) {
-                        consider(w);
-                        taken += 1;
-                        if taken == k {
-                            break;
-                        }
+                for &(_, wid) in list.iter().take(scan_limit) {
+                    let worker = &self.fleet.workers[wid as usize];
+                    if !feasible(worker)
+                        || best.as_ref().is_some_and(|b| b.worker == wid)
+                        || second.as_ref().is_some_and(|b| b.worker == wid)
+                    {
+                        continue;
+                    }
+                    count += 1;
+                    let s = self.scored(shape, req, wid);
+                    if best.as_ref().is_none_or(|b| better(&s, b)) {
+                        second = best.take();
+                        best = Some(s);
+                    } else if second.as_ref().is_none_or(|b| better(&s, b)) {
+                        second = Some(s);
+                    }
+                    taken += 1;
+                    if taken == k {
+                        break;
                     }
                 }
             }

@@ -99,11 +99,16 @@ impl Scheduler {
         }
         let mut jobs = input.jobs;
         jobs.sort_by_key(|j| j.status.submitted_at.unwrap_or(Timestamp::ZERO));
+        let mut failed = Vec::new();
         for j in jobs {
-            s.restore_job(j);
+            failed.extend(s.restore_job(j, now));
         }
         s.now = now;
         let mut out = Vec::new();
+        for (j, t) in failed {
+            s.skip_descendants(j, t, now);
+            s.maybe_finish(j, now, &mut out);
+        }
         for t in 0..s.tenants.len() as u32 {
             s.refresh_tenant(t);
             s.admit_waiting(t, now, &mut out);
@@ -138,7 +143,10 @@ impl Scheduler {
         }
     }
 
-    fn restore_job(&mut self, rec: crate::rebuild::JobRecord) {
+    /// Restores one job. Returns the tasks that failed because their worker vanished and no
+    /// retry was left; the caller settles their dependents.
+    fn restore_job(&mut self, rec: crate::rebuild::JobRecord, now: Timestamp) -> Vec<(u32, u32)> {
+        let mut failed = Vec::new();
         let JobRecord { key, spec, status } = rec;
         let j = self.jobs.len() as u32;
         let tenant = self.tenant_id(&spec.tenant);
@@ -223,10 +231,19 @@ impl Scheduler {
                                 },
                             }
                         }
-                        // Its worker is gone: the attempt is lost, and the task runs again.
-                        None => TaskState::Retrying {
-                            not_before: submitted,
-                        },
+                        // Its worker is gone: the attempt is lost, and the task runs again if it may.
+                        None => {
+                            let gone = ts.worker.as_deref().unwrap_or("unknown");
+                            let task = &mut self.job_mut(j).tasks[t as usize];
+                            task.error =
+                                Some(format!("worker {gone} was gone after a restart").into());
+                            if ts.attempt <= task.retry.limit {
+                                TaskState::Retrying { not_before: now }
+                            } else {
+                                failed.push((j, t));
+                                TaskState::Failed { at: now }
+                            }
+                        }
                     }
                 }
                 TaskPhase::Succeeded => TaskState::Succeeded {
@@ -316,6 +333,7 @@ impl Scheduler {
                 self.tenants[tenant as usize].admission.insert(entry);
             }
         }
+        failed
     }
 }
 

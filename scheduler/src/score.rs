@@ -90,8 +90,9 @@ pub enum Term {
     LocalityScore,
     QueuePenalty,
     LatencyPrediction,
-    /// Equal scores: the worker whose name sorts first wins.
-    TieBreakByName,
+    /// Equal scores: the tie is broken by a stable hash of the worker names, which spreads
+    /// equal work over equal workers and does not depend on registration order.
+    TieBreak,
 }
 
 impl fmt::Display for Term {
@@ -102,7 +103,7 @@ impl fmt::Display for Term {
             Term::LocalityScore => "locality_score",
             Term::QueuePenalty => "queue_penalty",
             Term::LatencyPrediction => "latency_prediction",
-            Term::TieBreakByName => "tie-break by name",
+            Term::TieBreak => "tie-break",
         })
     }
 }
@@ -196,7 +197,7 @@ impl RunnerUp {
             .iter()
             .zip(theirs.iter())
             .map(|(&(name, a), &(_, b))| (name, b - a))
-            .fold((Term::TieBreakByName, 0.0), |best, cur| {
+            .fold((Term::TieBreak, 0.0), |best, cur| {
                 if cur.1 > best.1 + 1e-12 { cur } else { best }
             });
         RunnerUp {

@@ -143,12 +143,20 @@ fn a_rebuilt_scheduler_makes_the_same_decisions_as_the_original() {
     assert_eq!(original.s.snapshot(), restarted.s.snapshot());
 }
 
-#[test]
-fn an_attempt_whose_worker_vanished_during_the_restart_runs_again() {
+/// Rebuilds `busy()` without the worker that ran `a/slow`, giving `slow` `retries` retries.
+fn rebuild_without_slows_worker(retries: u32) -> (Scheduler, String) {
     let sim = busy();
     let mut snap = sim.s.snapshot();
     let gone = sim.assigned("a", "slow").unwrap().worker.to_string();
     snap.workers.retain(|w| w.name != gone);
+    let job = snap.jobs.iter_mut().find(|j| j.key == "a").unwrap();
+    job.spec
+        .tasks
+        .iter_mut()
+        .find(|t| t.id == "slow")
+        .unwrap()
+        .retry
+        .limit = retries;
     let (s, _) = Scheduler::rebuild(
         Settings::default(),
         Strategy::Splai,
@@ -156,8 +164,34 @@ fn an_attempt_whose_worker_vanished_during_the_restart_runs_again() {
         snap,
         Timestamp(sim.now),
     );
-    let st = s.job_status("a").unwrap();
-    let slow = st.tasks.iter().find(|t| t.id == "slow").unwrap();
-    assert_ne!(slow.worker.as_deref(), Some(gone.as_str()));
     s.check_invariants().unwrap();
+    (s, gone)
+}
+
+fn slow_of(s: &Scheduler) -> TaskStatus {
+    s.job_status("a")
+        .unwrap()
+        .tasks
+        .into_iter()
+        .find(|t| t.id == "slow")
+        .unwrap()
+}
+
+#[test]
+fn an_attempt_whose_worker_vanished_during_a_restart_runs_again_within_its_budget() {
+    let (s, gone) = rebuild_without_slows_worker(1);
+    let slow = slow_of(&s);
+    assert_eq!(slow.attempt, 2, "the lost attempt is replaced at once");
+    assert_ne!(slow.worker.as_deref(), Some(gone.as_str()));
+}
+
+#[test]
+fn an_attempt_whose_worker_vanished_during_a_restart_fails_without_budget() {
+    let (s, gone) = rebuild_without_slows_worker(0);
+    let slow = slow_of(&s);
+    assert_eq!((slow.phase, slow.attempt), (TaskPhase::Failed, 1));
+    assert_eq!(
+        slow.error,
+        Some(format!("worker {gone} was gone after a restart"))
+    );
 }
