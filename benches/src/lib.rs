@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng as _, SeedableRng};
+
 use splai_scheduler::api::{Capabilities, JobSpec, Resources, RetryPolicy, TaskKind, TaskSpec};
 
 /// `../shared/traces` from the project root, or `$SPLAI_TRACES`.
@@ -25,22 +28,17 @@ fn read(rel: &str) -> String {
     })
 }
 
-/// A small deterministic generator (SplitMix64), enough for workload shapes.
-pub struct Rng(u64);
+/// The seeded generator every workload uses.
+pub struct Rng(ChaCha8Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(ChaCha8Rng::seed_from_u64(seed))
     }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+
+    /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
 }
 
