@@ -100,6 +100,7 @@ smoke_test() {
   "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$cport" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$sport" \
+    --endpoint-reconciler-type=none \
     --cert-dir="$work/certs" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -152,7 +153,7 @@ mkdir -p "$CACHE_ROOT"
 # Serialise concurrent invocations (e.g. several test binaries starting at once).
 exec 9>"$CACHE_ROOT/.lock"
 if command -v flock >/dev/null; then
-  log "waiting for lock $CACHE_ROOT/.lock" ; flock 9
+  flock -n 9 || { log "another build is running; waiting for lock $CACHE_ROOT/.lock"; flock 9; }
   if [[ $FORCE == 0 ]] && cached_ok "$BIN_DIR"; then   # someone else built it meanwhile
     log "cached (built by a concurrent run)"; echo "$BIN_DIR"; exit 0
   fi

@@ -1387,9 +1387,9 @@ impl Scheduler {
                 settings: &self.settings,
             };
             match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
-                Ok(explanation) => {
+                Ok((worker, explanation)) => {
                     self.queue.remove(bucket, &head);
-                    self.assign(head.job, head.task, explanation, now, out);
+                    self.assign(head.job, head.task, worker, explanation, now, out);
                     if let Some(k) = self.pass_key(bucket, now) {
                         heap.push(k);
                     }
@@ -1406,14 +1406,11 @@ impl Scheduler {
         &mut self,
         j: u32,
         t: u32,
+        w: WorkerId,
         explanation: Explanation,
         now: Timestamp,
         out: &mut Vec<Effect>,
     ) {
-        let w = self
-            .fleet
-            .id(&explanation.worker)
-            .expect("placement returns a known worker");
         let cold = explanation.cold_start;
         let job = self.job_mut(j);
         let task = &mut job.tasks[t as usize];

@@ -259,7 +259,7 @@ impl Placer<'_> {
         shapes: &mut Shapes,
         req: &Request<'_>,
         rr_cursor: &mut usize,
-    ) -> Result<Explanation, PendingReason> {
+    ) -> Result<(WorkerId, Explanation), PendingReason> {
         shapes.refresh(req.shape, self.fleet, &self.settings.weights);
         let ok = &shapes.class_ok[req.shape as usize];
         let shape = &shapes.list[req.shape as usize];
@@ -347,16 +347,19 @@ impl Placer<'_> {
                 &self.settings.weights,
             )
         });
-        Ok(Explanation {
-            strategy: req.strategy,
-            worker,
-            score: best.score,
-            terms: best.terms,
-            predicted_ms: best.predicted_ms,
-            cold_start: best.cold,
-            candidates,
-            runner_up,
-        })
+        Ok((
+            best.worker,
+            Explanation {
+                strategy: req.strategy,
+                worker,
+                score: best.score,
+                terms: best.terms,
+                predicted_ms: best.predicted_ms,
+                cold_start: best.cold,
+                candidates,
+                runner_up,
+            },
+        ))
     }
 
     fn scored(&self, shape: &Shape, req: &Request<'_>, w: WorkerId) -> Scored {

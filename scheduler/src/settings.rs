@@ -40,7 +40,7 @@ impl Default for Settings {
             stale_after_ms: 15_000,
             lost_after_ms: 60_000,
             aging_interval_ms: 300_000,
-            candidates_per_class: 8,
+            candidates_per_class: 4,
             queue_half_depth: 2.0,
             latency_half_ms: 60_000.0,
             default_duration_ms: 10_000,
