@@ -17,6 +17,9 @@ use crate::time::Timestamp;
 
 pub(crate) type WorkerId = u32;
 
+/// A worker's place in a class's load order.
+pub(crate) type LoadKey = (u32, u64, WorkerId);
+
 /// Static capabilities, with strings interned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ClassSig {
@@ -37,10 +40,11 @@ pub(crate) struct Class {
     pub sig: Option<ClassSig>,
     /// Registered members, healthy or not.
     pub members: u32,
-    /// Healthy members as (active attempts, worker).
-    pub by_load: BTreeSet<(u32, WorkerId)>,
+    /// Healthy members as (active attempts, tie key, worker): least loaded first, and among
+    /// equals in the order the score's tie-break prefers.
+    pub by_load: BTreeSet<LoadKey>,
     /// Healthy members with a model warm, per model.
-    pub warm: FxHashMap<u32, BTreeSet<(u32, WorkerId)>>,
+    pub warm: FxHashMap<u32, BTreeSet<LoadKey>>,
 }
 
 impl Class {
@@ -234,7 +238,7 @@ impl Fleet {
         if !w.eligible() {
             return;
         }
-        let key = (w.depth(), id);
+        let key = (w.depth(), w.tie_key, id);
         let class = &mut self.classes[w.class as usize];
         class.by_load.remove(&key);
         for m in w.warm.iter() {
@@ -249,7 +253,7 @@ impl Fleet {
         if !w.eligible() {
             return;
         }
-        let key = (w.depth(), id);
+        let key = (w.depth(), w.tie_key, id);
         let class = &mut self.classes[w.class as usize];
         class.by_load.insert(key);
         for m in w.warm.iter() {

@@ -283,16 +283,10 @@ impl Placer<'_> {
                         self.fleet.classes[c]
                             .by_load
                             .iter()
-                            .find(|&&(_, w)| feasible(&self.fleet.workers[w as usize]))
+                            .find(|&&(_, _, w)| feasible(&self.fleet.workers[w as usize]))
                     })
-                    .min_by(|a, b| {
-                        a.0.cmp(&b.0).then_with(|| {
-                            self.fleet.workers[a.1 as usize]
-                                .name
-                                .cmp(&self.fleet.workers[b.1 as usize].name)
-                        })
-                    })
-                    .map(|&(_, w)| w);
+                    .min()
+                    .map(|&(_, _, w)| w);
                 (
                     best.map(|w| self.scored(shape, req, w)),
                     None,
@@ -423,7 +417,7 @@ impl Placer<'_> {
                 continue;
             }
             let class = &self.fleet.classes[c];
-            let Some(&(min_depth, _)) = class.by_load.first() else {
+            let Some(&(min_depth, _, _)) = class.by_load.first() else {
                 continue;
             };
             let warm = shape
@@ -443,7 +437,7 @@ impl Placer<'_> {
             }
             for list in [warm, Some(&class.by_load)].into_iter().flatten() {
                 let mut taken = 0;
-                for &(_, wid) in list.iter().take(scan_limit) {
+                for &(_, _, wid) in list.iter().take(scan_limit) {
                     let worker = &self.fleet.workers[wid as usize];
                     if !feasible(worker)
                         || best.as_ref().is_some_and(|b| b.worker == wid)

@@ -378,7 +378,17 @@ fn each_baseline_places_by_its_own_rule() {
     };
     assert_eq!(run(Strategy::FirstFit), ["w1", "w1", "w1", "w1"]);
     assert_eq!(run(Strategy::RoundRobin), ["w1", "w2", "w3", "w1"]);
-    assert_eq!(run(Strategy::LeastLoaded), ["w1", "w2", "w3", "w1"]);
+    let least = run(Strategy::LeastLoaded);
+    let distinct: std::collections::BTreeSet<_> = least[..3].iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "the least loaded worker is always an idle one: {least:?}"
+    );
+    assert_eq!(
+        least[3], least[0],
+        "then the tie-break order repeats: {least:?}"
+    );
     let random = run(Strategy::Random);
     assert_eq!(
         random,
