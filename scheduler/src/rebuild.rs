@@ -174,7 +174,6 @@ impl Scheduler {
                 .clone()
                 .unwrap_or_else(|| crate::engine::derive_trace_id(&key, submitted))
                 .into(),
-            cancel_requested: spec.cancel,
             spec: std::sync::Arc::new(JobSpec::default()),
         };
         self.next_job_seq += 1;
