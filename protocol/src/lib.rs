@@ -1,0 +1,1 @@
+//! The SPLAI agent protocol (being written).

@@ -1,0 +1,1 @@
+//! The SPLAI simulator (being written).
