@@ -113,6 +113,8 @@ pub(crate) struct TaskRt {
     pub retry: RetryPolicy,
     pub error: Option<Box<str>>,
     pub route: Option<Box<ResolvedRoute>>,
+    /// When the task last became ready.
+    pub ready_at: Timestamp,
 }
 
 #[derive(Debug)]
@@ -149,10 +151,24 @@ pub(crate) struct TenantRt {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
-    Backoff { job: u32, task: u32, attempt: u32 },
-    TaskTimeout { job: u32, task: u32, attempt: u32 },
-    JobTimeout { job: u32 },
-    WorkerCheck { worker: u32 },
+    Backoff {
+        job: u32,
+        task: u32,
+        attempt: u32,
+    },
+    TaskTimeout {
+        job: u32,
+        task: u32,
+        attempt: u32,
+    },
+    JobTimeout {
+        job: u32,
+    },
+    WorkerCheck {
+        worker: u32,
+    },
+    /// Run a scheduling pass: a task chose to wait, and its wait may be over.
+    Recheck,
 }
 
 /// Counters a driver may report as metrics.
@@ -428,6 +444,7 @@ impl Scheduler {
                         self.terminate(job, JobPhase::Failed, "JobTimedOut", msg, at, out);
                     }
                 }
+                Timer::Recheck => self.dirty = true,
                 Timer::WorkerCheck { worker } => {
                     if self.fleet.workers[worker as usize].check_at == Some(at) {
                         self.check_worker(worker, at, out);

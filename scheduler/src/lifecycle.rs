@@ -281,6 +281,7 @@ impl Scheduler {
                 retry: t.retry,
                 error: None,
                 route,
+                ready_at: Timestamp::ZERO,
             });
         }
         job.progress = Progress {
@@ -396,6 +397,8 @@ impl Scheduler {
 
     pub(crate) fn make_ready(&mut self, j: u32, t: u32) {
         self.set_state(j, t, TaskState::Ready);
+        let now = self.now;
+        self.job_mut(j).tasks[t as usize].ready_at = now;
         let (bucket, q) = self.queued(j, t);
         self.queue.push(bucket, q);
         self.dirty = true;

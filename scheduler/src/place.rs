@@ -68,6 +68,11 @@ impl Shapes {
         id
     }
 
+    /// Which classes meet the shape's hard constraints, as of the last placement of the shape.
+    pub fn class_ok(&self, shape: u32) -> &[bool] {
+        &self.class_ok[shape as usize]
+    }
+
     fn refresh(&mut self, shape: u32, fleet: &Fleet, weights: &crate::score::Weights) {
         let ok = &mut self.class_ok[shape as usize];
         if ok.len() == fleet.classes.len() {
@@ -124,6 +129,12 @@ pub enum PendingReason {
     NoHealthyWorker {
         model: Option<Arc<str>>,
         unhealthy: u32,
+    },
+    /// The best free worker would load the model cold; a busy worker with it warm frees up sooner.
+    WaitingForWarmWorker {
+        worker: Arc<str>,
+        model: Arc<str>,
+        in_ms: u64,
     },
     AllBusy {
         eligible: u32,
@@ -184,6 +195,15 @@ impl fmt::Display for PendingReason {
             } => write!(
                 f,
                 "all {eligible} eligible workers are busy: none has {cpu}m cpu, {mem}Mi memory and {gpus} GPUs free"
+            ),
+            WaitingForWarmWorker {
+                worker,
+                model,
+                in_ms,
+            } => write!(
+                f,
+                "waiting about {:.1}s for {worker}, which has model {model} warm, rather than loading it cold elsewhere",
+                *in_ms as f64 / 1000.0
             ),
             Quota(q) => write!(f, "{q}"),
         }

@@ -1,6 +1,7 @@
 //! The scheduling pass: ready buckets in priority, fairness and age order, each placed or
 //! given the reason it waits.
 
+use crate::Strategy;
 use crate::engine::{Scheduler, TaskState, Timer, traceparent};
 use crate::event::{Assignment, Effect};
 use crate::fleet::WorkerId;
@@ -8,6 +9,7 @@ use crate::intern::stable_hash;
 use crate::place::{PendingReason, Placer, Request};
 use crate::policy::{self};
 use crate::queue::PassKey;
+use crate::queue::Queued;
 use crate::score::Explanation;
 use crate::time::Timestamp;
 use rustc_hash::FxHashMap;
@@ -115,6 +117,14 @@ impl Scheduler {
             };
             match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
                 Ok((worker, explanation)) => {
+                    let wait = (explanation.cold_start && self.strategy == Strategy::Splai)
+                        .then(|| self.worth_waiting_for_warm(head, shape, tenant, now))
+                        .flatten();
+                    if let Some(reason) = wait {
+                        failed.insert((shape, zone_key), reason.clone());
+                        self.set_reason(bucket, reason, out);
+                        continue;
+                    }
                     self.queue.remove(bucket, &head);
                     self.assign(head.job, head.task, worker, explanation, now, out);
                     if let Some(k) = self.pass_key(bucket, now) {
@@ -127,6 +137,80 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Whether a task whose best free worker would load its model cold should rather wait for
+    /// a busy worker that has the model warm. It waits when that worker is expected to free up
+    /// sooner than a model load takes, and for no longer in total than one model load; a timer
+    /// makes sure the pass runs again when the wait should end.
+    fn worth_waiting_for_warm(
+        &mut self,
+        head: Queued,
+        shape: u32,
+        tenant: u32,
+        now: Timestamp,
+    ) -> Option<PendingReason> {
+        let load = self.settings.model_load_ms;
+        let task = &self.job(head.job).tasks[head.task as usize];
+        let model = task.model?;
+        let waited = now.since(task.ready_at);
+        if waited >= load {
+            return None;
+        }
+        let zones = self.tenants[tenant as usize].zones.as_ref();
+        let ok = self.shapes.class_ok(shape);
+        let s = &self.shapes.list[shape as usize];
+        let mut best: Option<(Timestamp, WorkerId)> = None;
+        for (c, class) in self.fleet.classes.iter().enumerate() {
+            if !ok.get(c).copied().unwrap_or(false)
+                || zones.is_some_and(|z| class.sig().zone.is_none_or(|id| !z.contains(id)))
+            {
+                continue;
+            }
+            let Some(warm) = class.warm.get(&model) else {
+                continue;
+            };
+            for &(_, _, w) in warm.iter().take(16) {
+                let wr = &self.fleet.workers[w as usize];
+                // When this worker is expected to have room: the earliest end of its attempts.
+                let free_at = wr
+                    .active
+                    .iter()
+                    .filter_map(|&(j, t)| {
+                        let a = &self.job(j).tasks[t as usize];
+                        let (_, at, _, cold) = a.state.active()?;
+                        let run =
+                            (a.hint_ms as f64 / wr.speed) as u64 + if cold { load } else { 0 };
+                        Some(at.plus_ms(run).max(now))
+                    })
+                    .min();
+                let fits_when_free = wr.caps.cpu_millis >= s.cpu
+                    && wr.caps.memory_mib >= s.mem
+                    && wr.caps.gpus >= s.gpus;
+                if let (Some(at), true) = (free_at, fits_when_free)
+                    && best.is_none_or(|b| at < b.0) {
+                        best = Some((at, w));
+                    }
+            }
+        }
+        let (free_at, w) = best?;
+        if free_at.since(now) >= load - waited {
+            return None;
+        }
+        let give_up = task.ready_at.plus_ms(load);
+        // Look again when the warm worker should be free; if it has overrun its estimate, when
+        // the wait runs out.
+        let recheck = if free_at > now {
+            free_at.min(give_up)
+        } else {
+            give_up
+        };
+        self.arm(recheck, Timer::Recheck);
+        Some(PendingReason::WaitingForWarmWorker {
+            worker: self.fleet.workers[w as usize].name.clone(),
+            model: self.fleet.models.name(model).clone(),
+            in_ms: free_at.since(now),
+        })
     }
 
     pub(crate) fn assign(

@@ -449,3 +449,112 @@ fn removing_a_worker_requeues_its_tasks() {
     );
     assert!(sim.s.worker_names().is_empty());
 }
+
+fn two_model_workers() -> Sim {
+    let settings = Settings {
+        model_load_ms: 30_000,
+        ..Settings::default()
+    };
+    let mut sim = Sim::with(settings, Strategy::Splai);
+    let one_gpu = || Capabilities {
+        gpus: 1,
+        models: vec!["*".into()],
+        ..caps(8000, 8192)
+    };
+    sim.worker("warm", one_gpu());
+    sim.worker("cold", one_gpu());
+    sim.heartbeat("warm", &["llama"]);
+    sim
+}
+
+fn gpu_inference(id: &str, ms: u64) -> TaskSpec {
+    let mut t = inference(id, "llama");
+    t.resources.gpus = 1;
+    t.expected_duration_ms = Some(ms);
+    t
+}
+
+#[test]
+fn a_task_waits_for_a_busy_warm_worker_that_frees_up_sooner_than_a_model_load() {
+    let mut sim = two_model_workers();
+    sim.submit(
+        "first",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    assert_eq!(&*sim.assigned("first", "t").unwrap().worker, "warm");
+    sim.now += 2_000;
+    sim.submit(
+        "second",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    assert!(
+        sim.assigned("second", "t").is_none(),
+        "it waits rather than loading llama cold"
+    );
+    let reason = sim.task("second", "t").pending_reason.unwrap();
+    assert!(
+        reason.starts_with("waiting about 8.0s for warm, which has model llama warm"),
+        "{reason}"
+    );
+    sim.succeed("first", "t");
+    let a = sim.assigned("second", "t").unwrap();
+    assert_eq!((&*a.worker, a.explanation.cold_start), ("warm", false));
+}
+
+#[test]
+fn a_task_loads_its_model_cold_when_the_warm_worker_is_busy_for_longer_than_a_load() {
+    let mut sim = two_model_workers();
+    sim.submit(
+        "long",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 600_000))
+            .build(),
+    );
+    sim.submit(
+        "next",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    let a = sim.assigned("next", "t").unwrap();
+    assert_eq!((&*a.worker, a.explanation.cold_start), ("cold", true));
+}
+
+#[test]
+fn a_task_stops_waiting_for_a_warm_worker_after_one_model_load_time() {
+    let mut sim = two_model_workers();
+    // The warm worker's task is expected to end in 20 s but overruns.
+    sim.submit(
+        "slow",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 20_000))
+            .build(),
+    );
+    sim.submit(
+        "next",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    assert!(sim.assigned("next", "t").is_none());
+    for _ in 0..3 {
+        sim.advance(9_999);
+        sim.heartbeat("cold", &[]);
+        sim.heartbeat("warm", &["llama"]);
+    }
+    sim.advance(2);
+    assert!(
+        sim.assigned("next", "t").is_none(),
+        "29.999 s: still waiting"
+    );
+    sim.advance(1);
+    assert_eq!(
+        &*sim.assigned("next", "t").unwrap().worker,
+        "cold",
+        "gave up after 30 s, one model load"
+    );
+}
