@@ -17,6 +17,20 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
+sim_status=0
+if [ "$status" -eq 0 ]; then
+  echo "== simulator quality gate and fault sweeps"
+  cargo build --release -q -p splai-sim
+  sim=target/release/splai-sim
+  gates=0
+  "$sim" regress scenarios/*.yaml --baseline scenarios/baseline.json | tee -a "$log" | tail -1 || sim_status=$?
+  for s in heartbeat-loss worker-crash partition flaky-tasks quota-contention; do
+    "$sim" sweep "scenarios/$s.yaml" --seeds 1-200 | sed "s/^sweep:/sweep $s:/" || sim_status=$?
+    gates=$((gates + 1))
+  done
+  echo "fault sweeps: $gates scenarios x 200 seeds"
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" -ne 0 ] && exit "$status"
+exit "$sim_status"

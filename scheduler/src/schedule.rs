@@ -188,9 +188,10 @@ impl Scheduler {
                     && wr.caps.memory_mib >= s.mem
                     && wr.caps.gpus >= s.gpus;
                 if let (Some(at), true) = (free_at, fits_when_free)
-                    && best.is_none_or(|b| at < b.0) {
-                        best = Some((at, w));
-                    }
+                    && best.is_none_or(|b| at < b.0)
+                {
+                    best = Some((at, w));
+                }
             }
         }
         let (free_at, w) = best?;

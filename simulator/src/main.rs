@@ -79,6 +79,8 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Print the JSON Schema of scenario files (committed as scenarios/scenario.schema.json).
+    Schema,
     /// Show every decision about one task: the terms of its score and its runner-up, or why it waited.
     Explain {
         scenario: PathBuf,
@@ -213,6 +215,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 bail_code(1)
             }
+        }
+        Command::Schema => {
+            println!("{}", splai_sim::scenario::schema_json());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
             scenario,

@@ -183,9 +183,10 @@ pub struct Target {
     pub group: Option<String>,
 }
 
-/// Something that goes wrong, from `atMs` for `durationMs`.
+/// Something that goes wrong, from `atMs` for `durationMs`. (Unknown fields are caught by
+/// `FaultKind`, which receives every field but these two.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Fault {
     pub at_ms: u64,
     /// How long it lasts; absent means until the end of the run.
@@ -196,7 +197,12 @@ pub struct Fault {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind",
+    deny_unknown_fields
+)]
 pub enum FaultKind {
     /// The agents keep working but their heartbeats do not arrive.
     HeartbeatLoss { target: Target },
@@ -304,12 +310,20 @@ impl Scenario {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
+            // The YAML error repeats the path and the position; keep only what went wrong.
+            let mut message = inner.to_string();
+            if let Some(i) = message.rfind(" at line ") {
+                message.truncate(i);
+            }
+            if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+                message = rest.to_owned();
+            }
             ScenarioError::Parse {
                 file: file.to_owned(),
                 line,
                 column,
                 field,
-                message: inner.to_string(),
+                message,
             }
         })?;
         scenario.check(file)?;
@@ -453,4 +467,9 @@ impl Scenario {
             _ => Vec::new(),
         }
     }
+}
+
+/// The JSON Schema of scenario files, as committed in `scenarios/scenario.schema.json`.
+pub fn schema_json() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Scenario)).expect("a schema serializes")
 }
