@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod des;
+pub mod import;
 pub mod output;
 pub mod record;
 pub mod regress;

@@ -54,7 +54,7 @@ pub struct TaskSpec {
     /// Data classification of the task's inputs, such as `public` or `confidential`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "InteractionClass::is_batch")]
     pub interaction_class: InteractionClass,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reasoning_required: bool,
@@ -62,7 +62,7 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_default")]
     pub retry: RetryPolicy,
     /// How long the task is expected to take on a worker of speed 1.0; feeds `latency_prediction`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +127,12 @@ impl Default for Resources {
     }
 }
 
+impl InteractionClass {
+    fn is_batch(&self) -> bool {
+        *self == InteractionClass::Batch
+    }
+}
+
 /// How interactive the caller of a model is; model routes match on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +162,10 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    fn is_default(&self) -> bool {
+        *self == RetryPolicy::default()
+    }
+
     fn default_limit() -> u32 {
         3
     }

@@ -1,0 +1,308 @@
+//! cluster-trace-v2026-GenAI: Stable Diffusion serving requests
+//! (`gmt_create,predict_type,predict_status,exec_time_seconds,groupId,...,checkpoint_model_version_id,num_lora`).
+//!
+//! Each successful request becomes a one-task inference job for its base model, owned by its
+//! user group as tenant. Workers come from the GPU fleet trace (v2023 node list), each keeping as
+//! many models warm as it has GPUs. Model loads take one of the measured base-model load
+//! latencies. Arrivals are compressed so the fleet sees the requested GPU load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use splai_scheduler::Timestamp;
+use splai_scheduler::api::{Capabilities, JobSpec, Resources, TaskKind, TaskSpec};
+
+use super::{Report, records};
+use crate::scenario::{Checks, ColdStart, JobArrival, Scenario, WorkerGroup, Workload};
+
+pub struct Options<'a> {
+    pub jobs: Option<usize>,
+    pub fleet: Option<&'a Path>,
+    pub cold_start: Option<&'a Path>,
+    /// GPU nodes to take from the fleet file (in file order).
+    pub workers: u32,
+    /// Offered GPU load to compress arrivals to.
+    pub load: f64,
+}
+
+struct Request {
+    at_s: u64,
+    group: String,
+    model: String,
+    exec_ms: u64,
+}
+
+fn tenant_name(group: &str) -> String {
+    let t: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if t.is_empty() { "unknown".into() } else { t }
+}
+
+pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
+    let mut report = Report::default();
+    let mut requests = Vec::new();
+    let mut rdr = records(path, true)?;
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{} has no header row", path.display()))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{} has no `{name}` column", path.display()))
+    };
+    let (c_time, c_status, c_exec, c_group, c_model) = (
+        col("gmt_create")?,
+        col("predict_status")?,
+        col("exec_time_seconds")?,
+        col("groupId")?,
+        col("checkpoint_model_version_id")?,
+    );
+    for rec in rdr.records() {
+        report.rows_read += 1;
+        let Ok(rec) = rec else {
+            report.skip("unreadable CSV row");
+            continue;
+        };
+        let f = |i: usize| rec.get(i).unwrap_or("").trim();
+        let parsed = (|| {
+            if f(c_status) != "SUCCEED" {
+                return Err("request that did not succeed (FAILED or PENDING)");
+            }
+            let at = Timestamp::parse_rfc3339(&format!("{}Z", f(c_time)))
+                .map_err(|_| "bad gmt_create")?;
+            let exec: f64 = f(c_exec).parse().map_err(|_| "bad exec_time_seconds")?;
+            if !(exec.is_finite() && exec > 0.0) {
+                return Err("zero or negative exec_time_seconds");
+            }
+            if f(c_model).is_empty() {
+                return Err("request without a model");
+            }
+            Ok(Request {
+                at_s: at.millis() / 1000,
+                group: f(c_group).to_owned(),
+                model: f(c_model).to_owned(),
+                exec_ms: (exec * 1000.0) as u64,
+            })
+        })();
+        match parsed {
+            Ok(r) => requests.push(r),
+            Err(why) => report.skip(why),
+        }
+    }
+    requests.sort_by(|a, b| a.at_s.cmp(&b.at_s).then_with(|| a.model.cmp(&b.model)));
+    if let Some(k) = opts.jobs {
+        requests.truncate(k);
+    }
+    if requests.is_empty() {
+        bail!("{}: no usable request rows", path.display());
+    }
+    let fleet = match opts.fleet {
+        Some(p) => gpu_fleet(p, opts.workers, &mut report)?,
+        None => vec![WorkerGroup {
+            group: "gpu".into(),
+            count: opts.workers,
+            capabilities: Capabilities {
+                cpu_millis: 32_000,
+                memory_mib: 131_072,
+                gpus: 1,
+                models: vec!["*".into()],
+                ..Capabilities::default()
+            },
+            warm_models: Vec::new(),
+            max_warm_models: 1,
+        }],
+    };
+    let gpus: u64 = fleet
+        .iter()
+        .map(|g| u64::from(g.count) * u64::from(g.capabilities.gpus))
+        .sum();
+    let first = requests[0].at_s;
+    let span_ms = ((requests.last().expect("not empty").at_s - first) * 1000).max(1) as f64;
+    let work: f64 = requests.iter().map(|r| r.exec_ms as f64).sum();
+    let squeeze = work / (opts.load * gpus as f64 * span_ms);
+    report.notes.push(format!(
+        "{gpus} GPUs on {} nodes; arrivals compressed {:.1}x to an offered GPU load of {:.2}",
+        fleet.iter().map(|g| g.count).sum::<u32>(),
+        1.0 / squeeze,
+        opts.load
+    ));
+    let mut jobs = Vec::new();
+    let mut models: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        *models.entry(&r.model).or_default() += 1;
+        let task = TaskSpec {
+            id: "generate".into(),
+            kind: TaskKind::Inference,
+            model: Some(r.model.clone()),
+            resources: Resources {
+                cpu_millis: 4_000,
+                memory_mib: 16_384,
+                gpus: 1,
+            },
+            expected_duration_ms: Some(r.exec_ms),
+            ..TaskSpec::default()
+        };
+        let at_ms = (((r.at_s - first) * 1000) as f64 * squeeze) as u64;
+        jobs.push(JobArrival {
+            name: format!("req-{i}"),
+            at_ms,
+            spec: JobSpec {
+                tenant: tenant_name(&r.group),
+                tasks: vec![task],
+                ..JobSpec::default()
+            },
+            durations_ms: Default::default(),
+        });
+    }
+    report.jobs_kept = jobs.len() as u64;
+    report.tasks_kept = jobs.len() as u64;
+    report.notes.push(format!(
+        "{} models; the most requested has {} requests",
+        models.len(),
+        models.values().max().unwrap_or(&0)
+    ));
+    let cold_start = match opts.cold_start {
+        Some(p) => load_latencies(p, &mut report)?,
+        None => ColdStart::default(),
+    };
+    let last = jobs.last().map_or(0, |j| j.at_ms);
+    // The scheduler's estimate of a model load: the measured median.
+    let settings = splai_scheduler::Settings {
+        model_load_ms: cold_start.fixed_ms,
+        ..Default::default()
+    };
+    let scenario = Scenario {
+        name: "alibaba-genai".into(),
+        description: format!(
+            "Generated from Alibaba cluster-trace-v2026-GenAI and cluster-trace-gpu-v2023 by: {command}"
+        ),
+        seed: 1,
+        horizon_seconds: last / 1000 * 3 + 86_400,
+        heartbeat_interval_ms: 10_000,
+        network_latency_ms: 5,
+        settings,
+        fleet,
+        workload: Workload {
+            jobs,
+            generators: Vec::new(),
+        },
+        cold_start,
+        duration_noise: 0.0,
+        policies: Default::default(),
+        routes: Default::default(),
+        faults: Vec::new(),
+        checks: Checks::default(),
+    };
+    Ok((scenario, report))
+}
+
+/// The first `n` GPU nodes of a v2023 node list, grouped by identical shape.
+fn gpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup>> {
+    let mut rdr = records(path, true)?;
+    let mut shapes: BTreeMap<(u32, u32, u32, String), u32> = BTreeMap::new();
+    let mut order: Vec<(u32, u32, u32, String)> = Vec::new();
+    let mut taken = 0;
+    for rec in rdr.records() {
+        if taken == n {
+            break;
+        }
+        let Ok(rec) = rec else {
+            report.skip("unreadable node row");
+            continue;
+        };
+        let f = |i: usize| rec.get(i).unwrap_or("").trim();
+        let (Ok(cpu), Ok(mem), Ok(gpus)) = (
+            f(1).parse::<u32>(),
+            f(2).parse::<u32>(),
+            f(3).parse::<u32>(),
+        ) else {
+            report.skip("node row with a bad number");
+            continue;
+        };
+        if gpus == 0 || cpu == 0 || mem == 0 {
+            continue;
+        }
+        let key = (cpu, mem, gpus, f(4).to_owned());
+        if !shapes.contains_key(&key) {
+            order.push(key.clone());
+        }
+        *shapes.entry(key).or_default() += 1;
+        taken += 1;
+    }
+    if taken == 0 {
+        bail!("{}: no GPU nodes found", path.display());
+    }
+    Ok(order
+        .into_iter()
+        .map(|key| {
+            let count = shapes[&key];
+            let (cpu, mem, gpus, model) = key;
+            WorkerGroup {
+                group: format!(
+                    "{}-{gpus}g-{}c",
+                    if model.is_empty() {
+                        "gpu".into()
+                    } else {
+                        model.to_lowercase()
+                    },
+                    cpu / 1000
+                ),
+                count,
+                capabilities: Capabilities {
+                    cpu_millis: cpu,
+                    memory_mib: mem,
+                    gpus,
+                    gpu_model: (!model.is_empty()).then_some(model),
+                    models: vec!["*".into()],
+                    ..Capabilities::default()
+                },
+                warm_models: Vec::new(),
+                max_warm_models: gpus,
+            }
+        })
+        .collect())
+}
+
+/// Measured model load latencies (ms), thinned to at most 256 evenly spaced quantiles.
+fn load_latencies(path: &Path, report: &mut Report) -> Result<ColdStart> {
+    let mut rdr = records(path, true)?;
+    let mut v: Vec<u64> = Vec::new();
+    for rec in rdr.records() {
+        match rec
+            .ok()
+            .and_then(|r| r.get(1).and_then(|x| x.trim().parse::<f64>().ok()))
+        {
+            Some(ms) if ms.is_finite() && ms > 0.0 => v.push(ms as u64),
+            _ => report.skip("latency row without a positive value"),
+        }
+    }
+    if v.is_empty() {
+        bail!("{}: no usable latency values", path.display());
+    }
+    v.sort_unstable();
+    let k = v.len().min(256);
+    let samples: Vec<u64> = (0..k)
+        .map(|i| v[i * (v.len() - 1) / (k - 1).max(1)])
+        .collect();
+    report.notes.push(format!(
+        "model load latency: median {} ms, p95 {} ms, from {} measurements",
+        v[v.len() / 2],
+        v[v.len() * 95 / 100],
+        v.len()
+    ));
+    Ok(ColdStart {
+        fixed_ms: v[v.len() / 2],
+        samples_ms: samples,
+    })
+}
