@@ -1,0 +1,280 @@
+//! The control plane's side: accepts agent connections, hands what they say to the driver as core
+//! events, and routes control messages to the right worker's connection.
+//!
+//! The server decides nothing. It checks only that a connection registered and keeps to its
+//! worker's name; what the messages mean is the core's business.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use splai_scheduler::Event;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::error::{Error, Result};
+use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
+use crate::messages::{AgentMessage, ControlMessage};
+use crate::net::Network;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub max_frame: usize,
+    /// A connection silent this long is closed. Longer than an agent's heartbeat interval, or
+    /// healthy agents are cut off.
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Control messages queued per worker before [`ControlHandle::send`] refuses more.
+    pub outbox_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            outbox_capacity: 1024,
+        }
+    }
+}
+
+/// What the server hands the driver.
+// Nearly every value is an `Event`, moved on into `Scheduler::handle`; boxing it would add an
+// allocation per message to spare the rare `Disconnected` some bytes (the core's `Event` does
+// the same).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from a worker, as the core's event; feed it to `Scheduler::handle`.
+    Event { worker: String, event: Event },
+    /// A connection ended. For logs and metrics only: the core learns that a worker is gone
+    /// from its missing heartbeats, not from a socket.
+    Disconnected {
+        /// `None` if the connection never registered.
+        worker: Option<String>,
+        peer: String,
+        reason: Error,
+    },
+}
+
+/// Sends control messages to connected workers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    routes: Arc<Mutex<BTreeMap<String, Route>>>,
+}
+
+#[derive(Debug)]
+struct Route {
+    connection: u64,
+    outbox: mpsc::Sender<ControlMessage>,
+}
+
+impl ControlHandle {
+    /// Queues `message` for `worker`'s connection without waiting, so a driver can apply a
+    /// batch of effects in one synchronous pass.
+    pub fn send(&self, worker: &str, message: ControlMessage) -> Result<()> {
+        let routes = self.routes();
+        let route = routes.get(worker).ok_or_else(|| Error::NotConnected {
+            worker: worker.to_owned(),
+        })?;
+        route.outbox.try_send(message).map_err(|e| match e {
+            TrySendError::Full(_) => Error::OutboxFull {
+                worker: worker.to_owned(),
+                capacity: route.outbox.max_capacity(),
+            },
+            TrySendError::Closed(_) => Error::NotConnected {
+                worker: worker.to_owned(),
+            },
+        })
+    }
+
+    pub fn is_connected(&self, worker: &str) -> bool {
+        self.routes().contains_key(worker)
+    }
+
+    /// Connected workers, by name.
+    pub fn connected(&self) -> Vec<String> {
+        self.routes().keys().cloned().collect()
+    }
+
+    /// A newer connection replaces an older one; dropping the older one's outbox closes it.
+    fn attach(&self, worker: &str, connection: u64, outbox: mpsc::Sender<ControlMessage>) {
+        self.routes()
+            .insert(worker.to_owned(), Route { connection, outbox });
+    }
+
+    fn detach(&self, worker: &str, connection: u64) {
+        let mut routes = self.routes();
+        if routes
+            .get(worker)
+            .is_some_and(|r| r.connection == connection)
+        {
+            routes.remove(worker);
+        }
+    }
+
+    fn routes(&self) -> MutexGuard<'_, BTreeMap<String, Route>> {
+        // The map stays consistent even if a holder panicked: every critical section is one call.
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts agent connections on one address.
+pub struct Server<N: Network> {
+    net: N,
+    listener: N::Listener,
+    config: ServerConfig,
+    handle: ControlHandle,
+}
+
+impl<N: Network> Server<N> {
+    pub async fn bind(net: N, addr: &str, config: ServerConfig) -> io::Result<Self> {
+        let listener = net.bind(addr).await?;
+        Ok(Server {
+            net,
+            listener,
+            config,
+            handle: ControlHandle {
+                routes: Arc::default(),
+            },
+        })
+    }
+
+    pub fn handle(&self) -> ControlHandle {
+        self.handle.clone()
+    }
+
+    /// The address agents should dial, once the port is known.
+    pub fn local_addr(&self) -> io::Result<String> {
+        self.net.local_addr(&self.listener)
+    }
+
+    /// Accepts agents until the receiver of `events` is dropped; each connection runs in its
+    /// own task. Taking the sender lets a driver merge other sources into the same channel.
+    pub async fn serve(self, events: mpsc::Sender<Inbound>) {
+        let mut connection = 0u64;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = events.closed() => return,
+                accepted = self.net.accept(&self.listener) => accepted,
+            };
+            let Ok((stream, peer)) = accepted else {
+                // Accept fails for one connection (reset before accept) or for a while (out of
+                // file descriptors); neither ends the server, and a pause avoids a hot loop.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            connection += 1;
+            let conn = Connection {
+                id: connection,
+                config: self.config.clone(),
+                handle: self.handle.clone(),
+                events: events.clone(),
+                worker: None,
+            };
+            tokio::spawn(conn.run(stream, peer));
+        }
+    }
+}
+
+struct Connection {
+    id: u64,
+    config: ServerConfig,
+    handle: ControlHandle,
+    events: mpsc::Sender<Inbound>,
+    /// Set by the connection's `register`.
+    worker: Option<String>,
+}
+
+impl Connection {
+    async fn run<S: AsyncRead + AsyncWrite>(mut self, stream: S, peer: String) {
+        let ended = self.serve(stream).await;
+        if let Some(worker) = &self.worker {
+            self.handle.detach(worker, self.id);
+        }
+        if let Err(reason) = ended {
+            let worker = self.worker;
+            // Fails only when the driver is gone, and then nobody is listening.
+            let _ = self
+                .events
+                .send(Inbound::Disconnected {
+                    worker,
+                    peer,
+                    reason,
+                })
+                .await;
+        }
+    }
+
+    /// Returns `Ok` only when the driver has gone away.
+    async fn serve<S: AsyncRead + AsyncWrite>(&mut self, stream: S) -> Result<()> {
+        let (read, write) = tokio::io::split(stream);
+        let mut reader = FrameReader::new(read, self.config.max_frame);
+        let mut writer = FrameWriter::new(write, self.config.max_frame);
+        let idle = self.config.idle_timeout;
+
+        let first = timeout(idle, reader.recv::<AgentMessage>())
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "waiting for the agent to register",
+                after: idle,
+            })??;
+        if !matches!(first, AgentMessage::Register { .. }) {
+            return Err(Error::NotRegistered { got: first.kind() });
+        }
+        let worker = first.worker().to_owned();
+        let (outbox_tx, mut outbox) = mpsc::channel(self.config.outbox_capacity.max(1));
+        // Attach before the driver sees the registration, so that it can assign at once.
+        self.handle.attach(&worker, self.id, outbox_tx);
+        self.worker = Some(worker.clone());
+
+        let mut message = first;
+        loop {
+            if message.worker() != worker {
+                return Err(Error::WrongWorker {
+                    registered: worker,
+                    claimed: message.worker().to_owned(),
+                });
+            }
+            let asks = matches!(
+                message,
+                AgentMessage::Register { .. } | AgentMessage::Heartbeat(_)
+            );
+            let inbound = Inbound::Event {
+                worker: worker.clone(),
+                event: message.into(),
+            };
+            if self.events.send(inbound).await.is_err() {
+                return Ok(());
+            }
+            // Answered after the driver has the message, so an answer means "received".
+            if asks {
+                writer
+                    .send_within(&ControlMessage::Ack, self.config.write_timeout)
+                    .await?;
+            }
+            let deadline = Instant::now() + idle;
+            message = loop {
+                tokio::select! {
+                    biased;
+                    out = outbox.recv() => match out {
+                        Some(out) => writer.send_within(&out, self.config.write_timeout).await?,
+                        None => return Err(Error::Superseded { worker }),
+                    },
+                    received = reader.recv::<AgentMessage>() => break received?,
+                    () = sleep_until(deadline) => {
+                        return Err(Error::Timeout {
+                            what: "waiting for a message from the agent",
+                            after: idle,
+                        });
+                    }
+                }
+            };
+        }
+    }
+}
