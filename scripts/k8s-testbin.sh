@@ -8,7 +8,8 @@
 #   scripts/k8s-testbin.sh --print-bin-dir      # only print the path, never build
 #   scripts/k8s-testbin.sh --check              # exit 0 iff cache is complete
 #   scripts/k8s-testbin.sh --force              # rebuild even if cached
-#   scripts/k8s-testbin.sh --verify             # (also) smoke-test etcd + apiserver
+#   scripts/k8s-testbin.sh --verify             # also smoke-test a cached set
+#   scripts/k8s-testbin.sh --no-verify          # skip the smoke test after a build
 #
 # Layout: ${SPLAI_K8S_CACHE:-$HOME/.cache/splai/k8s}/<k8s>-etcd<etcd>/bin/{etcd,kube-apiserver,kubectl}
 # The last line of stdout is always the bin directory; progress goes to stderr.
@@ -17,7 +18,9 @@
 # Environment:
 #   SPLAI_K8S_CACHE        cache root (default $HOME/.cache/splai/k8s)
 #   SPLAI_K8S_BUILD_JOBS   go build -p value (default 2); builds run under nice -n 19
-#   SPLAI_K8S_VERIFY=1     run the smoke test after a build (same as --verify)
+#   SPLAI_K8S_VERIFY=0     skip the post-build smoke test (same as --no-verify)
+# A fresh build is smoke-tested (etcd + kube-apiserver on loopback, /readyz == ok)
+# before it is published into the cache; a failing build never replaces the cache.
 set -euo pipefail
 
 # ---- pinned versions --------------------------------------------------------
@@ -36,14 +39,15 @@ JOBS="${SPLAI_K8S_BUILD_JOBS:-2}"
 log() { printf '[k8s-testbin] %s\n' "$*" >&2; }
 die() { printf '[k8s-testbin] ERROR: %s\n' "$*" >&2; exit 1; }
 
-MODE=ensure FORCE=0 VERIFY="${SPLAI_K8S_VERIFY:-0}"
+MODE=ensure FORCE=0 VERIFY=0 VERIFY_BUILD="${SPLAI_K8S_VERIFY:-1}"
 for arg in "$@"; do
   case "$arg" in
     --print-bin-dir) MODE=print ;;
     --check) MODE=check ;;
     --force) FORCE=1 ;;
-    --verify) VERIFY=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    --verify) VERIFY=1 VERIFY_BUILD=1 ;;
+    --no-verify) VERIFY=0 VERIFY_BUILD=0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
@@ -52,9 +56,14 @@ done
 cached_ok() {
   local d="$1"
   [[ -x "$d/etcd" && -x "$d/kube-apiserver" && -x "$d/kubectl" ]] || return 1
-  "$d/etcd" --version 2>/dev/null | grep -qx "etcd Version: ${ETCD_VERSION#v}" || return 1
-  "$d/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes ${K8S_VERSION}" || return 1
-  "$d/kubectl" version --client 2>/dev/null | grep -qx "Client Version: ${K8S_VERSION}" || return 1
+  # Capture first, then match: `cmd | grep -q` + pipefail fails randomly on SIGPIPE.
+  local out
+  out="$("$d/etcd" --version 2>/dev/null)" || return 1
+  [[ $'\n'"$out"$'\n' == *$'\n'"etcd Version: ${ETCD_VERSION#v}"$'\n'* ]] || return 1
+  out="$("$d/kube-apiserver" --version 2>/dev/null)" || return 1
+  [[ "$out" == "Kubernetes ${K8S_VERSION}" ]] || return 1
+  out="$("$d/kubectl" version --client 2>/dev/null)" || return 1
+  [[ $'\n'"$out"$'\n' == *$'\n'"Client Version: ${K8S_VERSION}"$'\n'* ]] || return 1
 }
 
 # free_port: ask the kernel for an unused loopback port.
@@ -67,9 +76,15 @@ free_port() {
 # Everything it starts/creates is recorded globally so the EXIT trap can clean up.
 SMOKE_PIDS=() SMOKE_WORK="" STAGE=""
 stop_smoke() {
-  local p
-  for p in "${SMOKE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SMOKE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Newest first (kube-apiserver before etcd): SIGTERM, up to 15s grace, then SIGKILL.
+  local i p n
+  for (( i=${#SMOKE_PIDS[@]}-1; i>=0; i-- )); do
+    p="${SMOKE_PIDS[i]}"
+    kill "$p" 2>/dev/null || continue
+    for (( n=0; n<75; n++ )); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$p" 2>/dev/null && log "pid $p ignored SIGTERM for 15s; killed"
+    wait "$p" 2>/dev/null || true
+  done
   SMOKE_PIDS=()
   if [[ -n "$SMOKE_WORK" ]]; then rm -rf "$SMOKE_WORK"; SMOKE_WORK=""; fi
 }
@@ -82,7 +97,7 @@ trap 'exit 130' INT TERM
 
 smoke_test() {
   local bin="$1" work cport pport sport i ok=0 api_pid
-  command -v openssl >/dev/null || die "openssl not found (needed for the smoke test's throwaway keys)"
+  command -v openssl >/dev/null || die "openssl not found (needed for the smoke test's throwaway keys; --no-verify skips it)"
   work="$(mktemp -d "${TMPDIR:-/tmp}/splai-k8s-smoke.XXXXXX")"; SMOKE_WORK="$work"
   cport=$(free_port); pport=$(free_port); sport=$(free_port)
   log "smoke test: etcd on 127.0.0.1:$cport, kube-apiserver on https://127.0.0.1:$sport (workdir $work)"
@@ -155,7 +170,9 @@ exec 9>"$CACHE_ROOT/.lock"
 if command -v flock >/dev/null; then
   flock -n 9 || { log "another build is running; waiting for lock $CACHE_ROOT/.lock"; flock 9; }
   if [[ $FORCE == 0 ]] && cached_ok "$BIN_DIR"; then   # someone else built it meanwhile
-    log "cached (built by a concurrent run)"; echo "$BIN_DIR"; exit 0
+    log "cached (built by a concurrent run)"
+    if [[ $VERIFY == 1 ]]; then smoke_test "$BIN_DIR" || die "smoke test failed"; fi
+    echo "$BIN_DIR"; exit 0
   fi
 fi
 
@@ -220,7 +237,7 @@ cached_ok "$STAGE/out/bin" || {
   "$STAGE/out/bin/kubectl" version --client >&2 || true
   die "built binaries do not report the pinned versions"
 }
-if [[ $VERIFY == 1 ]]; then smoke_test "$STAGE/out/bin" || die "smoke test failed; cache not updated"; fi
+if [[ $VERIFY_BUILD == 1 ]]; then smoke_test "$STAGE/out/bin" || die "smoke test failed; cache not updated (--no-verify skips it)"; fi
 
 # ---- publish atomically -------------------------------------------------------
 {
