@@ -160,7 +160,7 @@ pub struct Assignment {
     pub explanation: Explanation,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum CancelReason {
     JobCanceled,
