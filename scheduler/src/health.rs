@@ -73,6 +73,36 @@ impl Scheduler {
         wr.utilization = hb.utilization;
         wr.reported_queue = hb.queue_depth;
         self.alive(w, now, out);
+        // Attempts the agent says it runs, as (job, task, attempt) indices.
+        let mut listed = Vec::with_capacity(hb.running.len());
+        for a in &hb.running {
+            if let Some(&j) = self.job_ids.get(a.job.as_str()) {
+                if let Some(&t) = self.job(j).task_ids.get(a.task.as_str()) {
+                    listed.push((j, t, a.attempt));
+                }
+            }
+        }
+        // An attempt assigned here a while ago that the agent does not list never reached it, or
+        // its report never came back: it is lost, and the task retries within its budget.
+        let grace = self.settings.assignment_grace_ms;
+        let missing: Vec<(u32, u32)> = self.fleet.workers[w as usize]
+            .active
+            .iter()
+            .copied()
+            .filter(|&(j, t)| {
+                let task = &self.job(j).tasks[t as usize];
+                task.state.active().is_some_and(|(_, at, ..)| at.plus_ms(grace) <= now)
+                    && !listed.contains(&(j, t, task.attempt))
+            })
+            .collect();
+        for (j, t) in missing {
+            let attempt = self.job(j).tasks[t as usize].attempt;
+            let why = format!(
+                "worker {} is not running attempt {attempt}: the assignment or its report was lost",
+                hb.worker
+            );
+            self.finish_attempt(j, t, now, Outcome::WorkerLost, Some(why), None, true, out);
+        }
         for a in hb.running {
             let current = self
                 .job_ids

@@ -15,6 +15,9 @@ pub struct Settings {
     pub stale_after_ms: u64,
     /// A worker with no heartbeat for this long is Lost and its tasks are requeued.
     pub lost_after_ms: u64,
+    /// An attempt assigned this long ago that its worker's heartbeat does not list is lost
+    /// (the assignment or the attempt's report went missing) and is retried.
+    pub assignment_grace_ms: u64,
     /// Waiting work gains one priority level per interval, so low priorities never starve.
     pub aging_interval_ms: u64,
     /// Workers scored per capability class and list (least loaded, and warm for the model).
@@ -39,6 +42,7 @@ impl Default for Settings {
             weights: Weights::default(),
             stale_after_ms: 15_000,
             lost_after_ms: 60_000,
+            assignment_grace_ms: 30_000,
             aging_interval_ms: 300_000,
             candidates_per_class: 4,
             queue_half_depth: 2.0,
