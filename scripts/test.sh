@@ -24,7 +24,7 @@ if [ "$status" -eq 0 ]; then
   sim=target/release/splai-sim
   gates=0
   "$sim" regress scenarios/*.yaml --baseline scenarios/baseline.json | tee -a "$log" | tail -1 || sim_status=$?
-  for s in heartbeat-loss worker-crash partition flaky-tasks quota-contention; do
+  for s in heartbeat-loss worker-crash partition flaky-tasks quota-contention lossy-network; do
     "$sim" sweep "scenarios/$s.yaml" --seeds 1-200 | sed "s/^sweep:/sweep $s:/" || sim_status=$?
     gates=$((gates + 1))
   done

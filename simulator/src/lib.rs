@@ -2,11 +2,14 @@
 //! scheduling core, deterministically: the same scenario and seed give byte-identical output.
 //!
 //! It is a thin driver. Every decision is the core's (`splai-scheduler`); this crate only
-//! simulates the world around it (agents, network, task execution, faults) and measures.
+//! simulates the world around it (agents, network, task execution, faults) and measures. Its
+//! agents are the real protocol code (`splai-protocol`) under the turmoil engine; it must never
+//! depend on a cluster (kube) or the operator.
 
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod control;
 pub mod des;
 pub mod import;
 pub mod output;
@@ -14,12 +17,14 @@ pub mod record;
 pub mod regress;
 pub mod scenario;
 pub mod summary;
+pub mod turmoil;
+pub mod worker;
 pub mod workload;
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use splai_scheduler::{Scheduler, Strategy};
 
 use crate::des::{Des, RunOptions};
@@ -27,12 +32,14 @@ use crate::record::Recorder;
 use crate::scenario::Scenario;
 use crate::summary::Summary;
 
-/// Which engine drives the run.
+/// Which engine drives the run. On fault-free scenarios both make the same decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// Discrete events on a virtual clock; fast, for fleet-scale runs.
+    /// Discrete events on a virtual clock: the default, and the one for trace scenarios,
+    /// sweeps and the quality gate.
     Des,
-    /// turmoil hosts running the real agent protocol over a simulated network.
+    /// The real agent protocol over turmoil's simulated network, one host per worker group;
+    /// every host steps every simulated millisecond, so keep it to small scenarios.
     Turmoil,
 }
 
@@ -74,9 +81,7 @@ impl Run<'_> {
         };
         let (recorder, core, _end) = match self.engine {
             Engine::Des => Des::new(self.scenario, opts).run(),
-            Engine::Turmoil => {
-                bail!("the turmoil engine is not available in this build yet; use --engine des")
-            }
+            Engine::Turmoil => turmoil::TurmoilEngine::new(self.scenario, opts).run()?,
         };
         let wall = started.elapsed().as_secs_f64();
         let summary = summary::summarize(

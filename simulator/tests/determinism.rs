@@ -1,17 +1,17 @@
 //! The same scenario and seed give byte-identical output; another seed gives another run.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{outputs, scenario};
 
 use splai_scheduler::Strategy;
 use splai_sim::scenario::Scenario;
 use splai_sim::{Engine, Run};
 
 fn quickstart() -> Scenario {
-    Scenario::load(&PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scenarios/quickstart.yaml"
-    )))
-    .unwrap()
+    scenario("quickstart")
 }
 
 fn run_into(sc: &Scenario, seed: u64, dir: &Path) -> String {
@@ -27,25 +27,6 @@ fn run_into(sc: &Scenario, seed: u64, dir: &Path) -> String {
     .unwrap();
     r.write(dir).unwrap();
     r.summary.output_digest
-}
-
-/// Every output file, with the one wall-clock field of summary.json blanked.
-fn outputs(dir: &Path) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let text = std::fs::read_to_string(&p).unwrap();
-            let text = text
-                .lines()
-                .filter(|l| !l.contains("\"wall_s\""))
-                .collect::<Vec<_>>()
-                .join("\n");
-            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]

@@ -1,0 +1,195 @@
+//! The control plane's side of a run, the same in both engines: it hands events to the core at
+//! their times and records what the core does (attempts, job phases, explanations, invariant
+//! violations, timeline samples). The engines only carry effects to agents and back.
+
+use splai_scheduler::api::{Health, JobPhase};
+use splai_scheduler::{Effect, Event, Scheduler, Timestamp};
+
+use crate::des::{EPOCH_MS, RunOptions};
+use crate::record::{AttemptRow, JobRow, Recorder, TimelineRow};
+use crate::scenario::Scenario;
+use crate::worker::Busy;
+use crate::workload::Arrival;
+
+pub struct Control {
+    core: Scheduler,
+    pub rec: Recorder,
+    check_invariants: bool,
+    workers: Vec<String>,
+    jobs_total: usize,
+    arrived: usize,
+    open_jobs: usize,
+}
+
+impl Control {
+    /// A core with the scenario's policies and routes in place at time 0.
+    pub fn new(sc: &Scenario, opts: &RunOptions, workers: Vec<String>, jobs_total: usize) -> Self {
+        let mut rec = Recorder::default();
+        if let Some((j, t)) = &opts.explain {
+            rec.explain = Some((j.clone(), t.clone(), Vec::new()));
+        }
+        let mut control = Control {
+            core: Scheduler::new(sc.settings.clone(), opts.strategy, opts.seed),
+            rec,
+            check_invariants: opts.check_invariants,
+            workers,
+            jobs_total,
+            arrived: 0,
+            open_jobs: 0,
+        };
+        for (name, spec) in &sc.policies {
+            let event = Event::PolicyUpserted {
+                name: name.clone(),
+                spec: spec.clone(),
+            };
+            control.deliver(event, 0);
+        }
+        for (name, spec) in &sc.routes {
+            let event = Event::RouteUpserted {
+                name: name.clone(),
+                spec: spec.clone(),
+            };
+            control.deliver(event, 0);
+        }
+        control
+    }
+
+    pub fn core(&self) -> &Scheduler {
+        &self.core
+    }
+
+    pub fn into_parts(self) -> (Recorder, Scheduler) {
+        (self.rec, self.core)
+    }
+
+    /// Every job has arrived and ended.
+    pub fn finished(&self) -> bool {
+        self.arrived == self.jobs_total && self.open_jobs == 0
+    }
+
+    /// When the core's next timer is due, in ms since the start of the run.
+    pub fn next_wakeup_ms(&self) -> Option<u64> {
+        self.core
+            .next_wakeup()
+            .map(|t| t.millis().saturating_sub(EPOCH_MS))
+    }
+
+    /// A job of the workload arrives at `now`.
+    pub fn submit(&mut self, a: &Arrival, now: u64) -> Vec<Effect> {
+        self.arrived += 1;
+        self.open_jobs += 1;
+        self.rec.jobs.insert(
+            a.key.clone(),
+            JobRow {
+                job: a.key.clone(),
+                tenant: a.spec.tenant.clone(),
+                priority: a.spec.priority,
+                tasks: a.spec.tasks.len(),
+                submitted_ms: now,
+                finished_ms: None,
+                phase: JobPhase::Queued,
+            },
+        );
+        let event = Event::JobSubmitted {
+            key: a.key.clone(),
+            spec: a.spec.clone(),
+            trace_id: None,
+        };
+        self.deliver(event, now)
+    }
+
+    /// Hands one event to the core at `now` (ms since the start) and records its effects, which
+    /// it returns for the engine to carry out.
+    pub fn deliver(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let effects = self.core.handle(event, Timestamp(EPOCH_MS + now));
+        if self.check_invariants
+            && let Err(e) = self.core.check_invariants()
+        {
+            self.rec.violations.push(format!("t={now}ms: {e}"));
+        }
+        for e in &effects {
+            self.record(e, now);
+        }
+        if let Some((j, t, log)) = self.rec.explain.as_mut()
+            && let Some(st) = self.core.job_status(j)
+            && let Some(ts) = st.tasks.iter().find(|x| &x.id == t)
+            && let Some(r) = &ts.pending_reason
+        {
+            let line = format!("t={:.3}s  waiting: {r}", now as f64 / 1000.0);
+            if log.last().is_none_or(|l| !l.ends_with(r.as_str())) {
+                log.push(line);
+            }
+        }
+        effects
+    }
+
+    fn record(&mut self, e: &Effect, now: u64) {
+        match e {
+            Effect::Assign(a) => {
+                if let Some((j, t, log)) = self.rec.explain.as_mut()
+                    && *j == *a.job
+                    && *t == *a.task
+                {
+                    log.push(format!(
+                        "t={:.3}s  attempt {}: {}",
+                        now as f64 / 1000.0,
+                        a.attempt,
+                        a.explanation
+                    ));
+                }
+            }
+            Effect::AttemptEnded(r) => {
+                let since = |t: Timestamp| t.millis().saturating_sub(EPOCH_MS);
+                let cold = self
+                    .rec
+                    .cold
+                    .get(&(r.job.clone(), r.task.clone(), r.attempt))
+                    .copied();
+                self.rec.attempts.push(AttemptRow {
+                    job: r.job.clone(),
+                    task: r.task.clone(),
+                    attempt: r.attempt,
+                    worker: r.worker.clone(),
+                    assigned_ms: since(r.assigned_at),
+                    started_ms: r.started_at.map(since),
+                    finished_ms: since(r.finished_at),
+                    outcome: r.outcome,
+                    cold_start: cold,
+                    error: r.error.clone(),
+                });
+            }
+            Effect::JobPlanned { job, tasks, .. } => {
+                if let Some(row) = self.rec.jobs.get_mut(&**job) {
+                    row.tasks = tasks.len();
+                }
+            }
+            Effect::JobPhaseChanged { job, to, .. } => {
+                if let Some(row) = self.rec.jobs.get_mut(&**job) {
+                    row.phase = *to;
+                    if to.is_terminal() {
+                        row.finished_ms = Some(now);
+                        self.open_jobs -= 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One timeline row: what the workers run (`busy`) and what the core sees.
+    pub fn sample(&mut self, now: u64, busy: Busy) {
+        let healthy = self
+            .workers
+            .iter()
+            .filter(|w| self.core.worker_health(w) == Some(Health::Healthy))
+            .count() as u64;
+        self.rec.timeline.push(TimelineRow {
+            t_ms: now,
+            running_tasks: busy.running,
+            busy_cpu_millis: busy.cpu_millis,
+            busy_gpus: busy.gpus,
+            queued_tasks: self.core.queue_len() as u64,
+            healthy_workers: healthy,
+        });
+    }
+}
