@@ -91,7 +91,9 @@ impl Scheduler {
             .copied()
             .filter(|&(j, t)| {
                 let task = &self.job(j).tasks[t as usize];
-                task.state.active().is_some_and(|(_, at, ..)| at.plus_ms(grace) <= now)
+                task.state
+                    .active()
+                    .is_some_and(|(_, at, ..)| at.plus_ms(grace) <= now)
                     && !listed.contains(&(j, t, task.attempt))
             })
             .collect();

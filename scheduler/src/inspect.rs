@@ -166,7 +166,9 @@ impl Scheduler {
 
     /// A worker's health, without building its whole status.
     pub fn worker_health(&self, name: &str) -> Option<crate::api::Health> {
-        self.fleet.id(name).map(|w| self.fleet.workers[w as usize].health)
+        self.fleet
+            .id(name)
+            .map(|w| self.fleet.workers[w as usize].health)
     }
 
     /// Names of the known jobs, oldest first.

@@ -301,7 +301,10 @@ fn a_revived_worker_that_falls_silent_again_goes_stale_on_time() {
 }
 
 fn lossy_assignment() -> Sim {
-    let settings = Settings { assignment_grace_ms: 10_000, ..Settings::default() };
+    let settings = Settings {
+        assignment_grace_ms: 10_000,
+        ..Settings::default()
+    };
     let mut sim = Sim::with(settings, Default::default());
     sim.worker("w1", caps(1000, 1000));
     let mut t = task("t");
@@ -311,7 +314,11 @@ fn lossy_assignment() -> Sim {
 }
 
 fn empty_heartbeat(sim: &mut Sim) -> Vec<Effect> {
-    sim.send(Event::Heartbeat(Heartbeat { worker: "w1".into(), incarnation: 1, ..Heartbeat::default() }))
+    sim.send(Event::Heartbeat(Heartbeat {
+        worker: "w1".into(),
+        incarnation: 1,
+        ..Heartbeat::default()
+    }))
 }
 
 #[test]
@@ -319,12 +326,19 @@ fn an_attempt_the_worker_never_received_is_retried_after_the_assignment_grace() 
     let mut sim = lossy_assignment();
     sim.now += 9_999;
     empty_heartbeat(&mut sim);
-    assert_eq!(sim.task("j", "t").phase, TaskPhase::Assigned, "the assignment may still be in flight");
+    assert_eq!(
+        sim.task("j", "t").phase,
+        TaskPhase::Assigned,
+        "the assignment may still be in flight"
+    );
     sim.now += 1;
     empty_heartbeat(&mut sim);
     let t = sim.task("j", "t");
     assert_eq!(t.phase, TaskPhase::Retrying);
-    assert_eq!(t.error.as_deref(), Some("worker w1 is not running attempt 1: the assignment or its report was lost"));
+    assert_eq!(
+        t.error.as_deref(),
+        Some("worker w1 is not running attempt 1: the assignment or its report was lost")
+    );
     sim.advance(1_000);
     assert_eq!(sim.assigned("j", "t").unwrap().attempt, 2);
 }

@@ -135,7 +135,11 @@ impl Sim {
 
     /// A heartbeat from a healthy agent: it lists every attempt the core has given it.
     pub fn heartbeat(&mut self, name: &str, warm: &[&str]) -> Vec<Effect> {
-        let running = self.s.worker_status(name).map(|w| w.running_tasks).unwrap_or_default();
+        let running = self
+            .s
+            .worker_status(name)
+            .map(|w| w.running_tasks)
+            .unwrap_or_default();
         self.send(Event::Heartbeat(Heartbeat {
             worker: name.into(),
             incarnation: 1,
