@@ -76,10 +76,10 @@ impl Scheduler {
         // Attempts the agent says it runs, as (job, task, attempt) indices.
         let mut listed = Vec::with_capacity(hb.running.len());
         for a in &hb.running {
-            if let Some(&j) = self.job_ids.get(a.job.as_str()) {
-                if let Some(&t) = self.job(j).task_ids.get(a.task.as_str()) {
-                    listed.push((j, t, a.attempt));
-                }
+            if let Some(&j) = self.job_ids.get(a.job.as_str())
+                && let Some(&t) = self.job(j).task_ids.get(a.task.as_str())
+            {
+                listed.push((j, t, a.attempt));
             }
         }
         // An attempt assigned here a while ago that the agent does not list never reached it, or
