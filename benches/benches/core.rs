@@ -3,30 +3,12 @@
 //! Run: `cargo bench -p splai-benches --bench core`. Numbers go in BENCHMARKS.md.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use splai_benches::{Mix, layered_dag};
-use splai_scheduler::{Event, Heartbeat, Limits, Scheduler, Settings, Strategy, Timestamp};
+use splai_benches::{Mix, layered_dag, register_fleet};
+use splai_scheduler::{Event, Limits, Scheduler, Settings, Strategy, Timestamp};
 
 fn fleet(mix: &Mix, n: usize) -> Scheduler {
     let mut s = Scheduler::new(Settings::default(), Strategy::Splai, 1);
-    for (name, capabilities, warm) in mix.fleet(n, 42) {
-        s.handle(
-            Event::WorkerRegistered {
-                name: name.clone(),
-                capabilities,
-                incarnation: 1,
-            },
-            Timestamp(0),
-        );
-        s.handle(
-            Event::Heartbeat(Heartbeat {
-                worker: name,
-                incarnation: 1,
-                warm_models: warm,
-                ..Heartbeat::default()
-            }),
-            Timestamp(0),
-        );
-    }
+    register_fleet(&mut s, mix, n);
     s
 }
 

@@ -220,3 +220,27 @@ pub fn layered_dag(n: usize, width: usize, seed: u64) -> JobSpec {
         ..JobSpec::default()
     }
 }
+
+/// Registers `n` workers of the mix with the core and sends each one heartbeat with its warm models.
+pub fn register_fleet(s: &mut splai_scheduler::Scheduler, mix: &Mix, n: usize) {
+    use splai_scheduler::{Event, Heartbeat, Timestamp};
+    for (name, capabilities, warm) in mix.fleet(n, 42) {
+        s.handle(
+            Event::WorkerRegistered {
+                name: name.clone(),
+                capabilities,
+                incarnation: 1,
+            },
+            Timestamp(0),
+        );
+        s.handle(
+            Event::Heartbeat(Heartbeat {
+                worker: name,
+                incarnation: 1,
+                warm_models: warm,
+                ..Heartbeat::default()
+            }),
+            Timestamp(0),
+        );
+    }
+}

@@ -168,7 +168,7 @@ impl ControlMessage {
                     job: job.to_string(),
                     task: task.to_string(),
                     attempt: *attempt,
-                    reason: (*reason).into(),
+                    reason: *reason,
                 },
             )),
             _ => None,
@@ -220,28 +220,8 @@ impl From<&Assignment> for TaskAssignment {
     }
 }
 
-/// The core's [`splai_scheduler::CancelReason`], readable on the agent side (the core's type only
-/// serializes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum CancelReason {
-    JobCanceled,
-    JobTimedOut,
-    TaskTimedOut,
-    Orphaned,
-}
-
-impl From<splai_scheduler::CancelReason> for CancelReason {
-    fn from(reason: splai_scheduler::CancelReason) -> Self {
-        use splai_scheduler::CancelReason as Core;
-        match reason {
-            Core::JobCanceled => CancelReason::JobCanceled,
-            Core::JobTimedOut => CancelReason::JobTimedOut,
-            Core::TaskTimedOut => CancelReason::TaskTimedOut,
-            Core::Orphaned => CancelReason::Orphaned,
-        }
-    }
-}
+/// Why an attempt is stopped: the core's own type, which reads back from the wire.
+pub use splai_scheduler::CancelReason;
 
 #[cfg(test)]
 mod tests {

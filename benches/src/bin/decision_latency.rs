@@ -8,31 +8,9 @@
 
 use std::time::Instant;
 
-use splai_benches::{Mix, Rng};
+use splai_benches::{Mix, Rng, register_fleet};
 use splai_scheduler::api::{AttemptRef, JobSpec};
-use splai_scheduler::{Effect, Event, Heartbeat, Scheduler, Settings, Strategy, Timestamp};
-
-fn register(s: &mut Scheduler, mix: &Mix, n: usize) {
-    for (name, capabilities, warm) in mix.fleet(n, 42) {
-        s.handle(
-            Event::WorkerRegistered {
-                name: name.clone(),
-                capabilities,
-                incarnation: 1,
-            },
-            Timestamp(0),
-        );
-        s.handle(
-            Event::Heartbeat(Heartbeat {
-                worker: name,
-                incarnation: 1,
-                warm_models: warm,
-                ..Heartbeat::default()
-            }),
-            Timestamp(0),
-        );
-    }
-}
+use splai_scheduler::{Effect, Event, Scheduler, Settings, Strategy, Timestamp};
 
 fn latency(mix: &Mix, workers: usize, decisions: usize) {
     let settings = Settings {
@@ -41,7 +19,7 @@ fn latency(mix: &Mix, workers: usize, decisions: usize) {
         ..Settings::default()
     };
     let mut s = Scheduler::new(settings, Strategy::Splai, 1);
-    register(&mut s, mix, workers);
+    register_fleet(&mut s, mix, workers);
     let mut rng = Rng::new(9);
     let mut running: std::collections::VecDeque<(AttemptRef, String)> = Default::default();
     let target = workers * 4;

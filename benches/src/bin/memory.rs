@@ -2,8 +2,8 @@
 //!
 //! Run: `cargo run --release -p splai-benches --bin memory`.
 
-use splai_benches::Mix;
-use splai_scheduler::{Event, Heartbeat, Scheduler, Settings, Strategy, Timestamp};
+use splai_benches::{Mix, register_fleet};
+use splai_scheduler::{Event, Scheduler, Settings, Strategy, Timestamp};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -15,29 +15,10 @@ fn heap() -> u64 {
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let mix = Mix::load();
-    let fleet = mix.fleet(10_000, 42);
 
     let before = heap();
     let mut s = Scheduler::new(Settings::default(), Strategy::Splai, 1);
-    for (name, capabilities, warm) in fleet {
-        s.handle(
-            Event::WorkerRegistered {
-                name: name.clone(),
-                capabilities,
-                incarnation: 1,
-            },
-            Timestamp(0),
-        );
-        s.handle(
-            Event::Heartbeat(Heartbeat {
-                worker: name,
-                incarnation: 1,
-                warm_models: warm,
-                ..Heartbeat::default()
-            }),
-            Timestamp(0),
-        );
-    }
+    register_fleet(&mut s, &mix, 10_000);
     let workers = heap() - before;
 
     // A second scheduler with no workers, so every task stays queued with its full state. The
