@@ -164,6 +164,11 @@ impl Scheduler {
         })
     }
 
+    /// A job's phase, without building its whole status.
+    pub fn job_phase(&self, key: &str) -> Option<crate::api::JobPhase> {
+        self.job_ids.get(key).map(|&j| self.job(j).phase)
+    }
+
     /// A worker's health, without building its whole status.
     pub fn worker_health(&self, name: &str) -> Option<crate::api::Health> {
         self.fleet

@@ -36,7 +36,7 @@ pub mod validate;
 pub use engine::{Scheduler, Stats};
 pub use event::{Assignment, CancelReason, Effect, Event, Heartbeat, Ignored};
 pub use place::PendingReason;
-pub use rebuild::{RebuildInput, Snapshot};
+pub use rebuild::{JobRecord, RebuildInput, Snapshot, WorkerRecord};
 pub use score::{Explanation, ScoreTerms, Strategy, Weights};
 pub use settings::{Limits, Settings};
 pub use time::Timestamp;

@@ -164,6 +164,8 @@ pub struct Des<'a> {
     boots: Vec<u64>,
     arrivals: Vec<Arrival>,
     arrival_of: BTreeMap<String, usize>,
+    /// Each arrival's tasks, with its plan expanded the first time one of them starts.
+    planned: Vec<Option<Vec<splai_scheduler::api::TaskSpec>>>,
     wakeup_at: Option<u64>,
     extra_latency: u64,
     loss_rate: f64,
@@ -205,6 +207,7 @@ impl<'a> Des<'a> {
             agents,
             by_name,
             boots,
+            planned: vec![None; arrivals.len()],
             arrivals,
             arrival_of,
             wakeup_at: None,
@@ -489,7 +492,7 @@ impl<'a> Des<'a> {
         let Some(&arrival) = self.arrival_of.get(&job) else {
             return;
         };
-        if self.ctl.core().job_status(&job).is_none() {
+        if self.ctl.core().job_phase(&job).is_none() {
             return;
         }
         let Some(spec) = self.planned_task(arrival, &task) else {
@@ -534,14 +537,21 @@ impl<'a> Des<'a> {
         );
     }
 
-    fn planned_task(&self, arrival: usize, task: &str) -> Option<splai_scheduler::api::TaskSpec> {
+    fn planned_task(
+        &mut self,
+        arrival: usize,
+        task: &str,
+    ) -> Option<splai_scheduler::api::TaskSpec> {
         let a = &self.arrivals[arrival];
-        if let Some(t) = a.spec.tasks.iter().find(|t| t.id == task) {
-            return Some(t.clone());
-        }
-        let plan = a.spec.plan.as_ref()?;
-        let (tasks, _) = splai_scheduler::plan::expand(plan, usize::MAX).ok()?;
-        tasks.into_iter().find(|t| t.id == task)
+        let tasks = self.planned[arrival].get_or_insert_with(|| match &a.spec.plan {
+            Some(plan) if a.spec.tasks.is_empty() => {
+                splai_scheduler::plan::expand(plan, usize::MAX)
+                    .map(|(t, _)| t)
+                    .unwrap_or_default()
+            }
+            _ => a.spec.tasks.clone(),
+        });
+        tasks.iter().find(|t| t.id == task).cloned()
     }
 
     fn fault(&mut self, i: usize, on: bool) {

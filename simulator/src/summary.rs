@@ -214,11 +214,11 @@ pub fn summarize(
             fnv(&mut digest, format!("{:?}\n", ts.finished_at).as_bytes());
         }
     }
+    let jobs_by_key: BTreeMap<&str, &splai_scheduler::JobRecord> =
+        snapshot.jobs.iter().map(|j| (j.key.as_str(), j)).collect();
     let spec_of = |job: &str, task: &str| {
-        snapshot
-            .jobs
-            .iter()
-            .find(|j| j.key == job)
+        jobs_by_key
+            .get(job)
             .and_then(|j| j.spec.tasks.iter().find(|t| t.id == task))
             .map(|t| t.resources.cpu_millis)
     };
