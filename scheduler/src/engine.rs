@@ -368,6 +368,33 @@ impl Scheduler {
         self.jobs.get(j as usize).is_some_and(Option::is_some)
     }
 
+    /// Holds an attempt's resources on its worker and in its tenant's usage, and arms its
+    /// timeout from the time it was assigned.
+    pub(crate) fn hold(&mut self, j: u32, t: u32, w: WorkerId, assigned_at: Timestamp) {
+        let tenant = self.job(j).tenant as usize;
+        let task = &self.job(j).tasks[t as usize];
+        let (cpu, mem, gpus, model, attempt, timeout) = (
+            task.cpu,
+            task.mem,
+            task.gpus,
+            task.model,
+            task.attempt,
+            task.timeout_ms,
+        );
+        self.fleet.reserve(w, (j, t), cpu, mem, gpus, model);
+        self.tenants[tenant].usage.take(cpu, mem, gpus);
+        if let Some(ms) = timeout {
+            self.arm(
+                assigned_at.plus_ms(ms),
+                Timer::TaskTimeout {
+                    job: j,
+                    task: t,
+                    attempt,
+                },
+            );
+        }
+    }
+
     pub(crate) fn arm(&mut self, at: Timestamp, timer: Timer) {
         self.timer_seq += 1;
         self.timers.push(Reverse((at, self.timer_seq, timer)));

@@ -440,11 +440,7 @@ impl Scheduler {
         };
         let tenant = job.tenant as usize;
         self.fleet.release(w, (j, t), cpu, mem, gpus);
-        let usage = &mut self.tenants[tenant].usage;
-        usage.running_tasks -= 1;
-        usage.cpu_millis -= u64::from(cpu);
-        usage.memory_mib -= u64::from(mem);
-        usage.gpus -= gpus;
+        self.tenants[tenant].usage.give_back(cpu, mem, gpus);
         out.push(Effect::AttemptEnded(Box::new(record)));
         self.dirty = true;
         match outcome {

@@ -124,6 +124,24 @@ pub struct Usage {
     pub gpus: u32,
 }
 
+impl Usage {
+    /// One more attempt of this size is running.
+    pub fn take(&mut self, cpu: u32, mem: u32, gpus: u32) {
+        self.running_tasks += 1;
+        self.cpu_millis += u64::from(cpu);
+        self.memory_mib += u64::from(mem);
+        self.gpus += gpus;
+    }
+
+    /// An attempt of this size has ended.
+    pub fn give_back(&mut self, cpu: u32, mem: u32, gpus: u32) {
+        self.running_tasks -= 1;
+        self.cpu_millis -= u64::from(cpu);
+        self.memory_mib -= u64::from(mem);
+        self.gpus -= gpus;
+    }
+}
+
 /// A quota that holds a task back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuotaBlock {

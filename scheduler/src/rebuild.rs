@@ -287,31 +287,7 @@ impl Scheduler {
                     );
                 }
                 TaskState::Assigned { worker, at, .. } | TaskState::Running { worker, at, .. } => {
-                    let (cpu, mem, gpus, model, attempt, timeout) = (
-                        task.cpu,
-                        task.mem,
-                        task.gpus,
-                        task.model,
-                        task.attempt,
-                        task.timeout_ms,
-                    );
-                    self.fleet.reserve(worker, (j, t), cpu, mem, gpus, model);
-                    let tenant = self.job(j).tenant as usize;
-                    let u = &mut self.tenants[tenant].usage;
-                    u.running_tasks += 1;
-                    u.cpu_millis += u64::from(cpu);
-                    u.memory_mib += u64::from(mem);
-                    u.gpus += gpus;
-                    if let Some(ms) = timeout {
-                        self.arm(
-                            at.plus_ms(ms),
-                            Timer::TaskTimeout {
-                                job: j,
-                                task: t,
-                                attempt,
-                            },
-                        );
-                    }
+                    self.hold(j, t, worker, at);
                 }
                 _ => {}
             }

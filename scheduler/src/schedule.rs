@@ -224,24 +224,12 @@ impl Scheduler {
         out: &mut Vec<Effect>,
     ) {
         let cold = explanation.cold_start;
-        let job = self.job_mut(j);
-        let task = &mut job.tasks[t as usize];
-        task.attempt += 1;
-        let (attempt, cpu, mem, gpus, model, timeout) = (
-            task.attempt,
-            task.cpu,
-            task.mem,
-            task.gpus,
-            task.model,
-            task.timeout_ms,
-        );
-        self.fleet.reserve(w, (j, t), cpu, mem, gpus, model);
-        let tenant = self.job(j).tenant as usize;
-        let usage = &mut self.tenants[tenant].usage;
-        usage.running_tasks += 1;
-        usage.cpu_millis += u64::from(cpu);
-        usage.memory_mib += u64::from(mem);
-        usage.gpus += gpus;
+        self.job_mut(j).tasks[t as usize].attempt += 1;
+        let (attempt, model) = {
+            let task = &self.job(j).tasks[t as usize];
+            (task.attempt, task.model)
+        };
+        self.hold(j, t, w, now);
         self.set_state(
             j,
             t,
@@ -251,16 +239,6 @@ impl Scheduler {
                 cold,
             },
         );
-        if let Some(ms) = timeout {
-            self.arm(
-                now.plus_ms(ms),
-                Timer::TaskTimeout {
-                    job: j,
-                    task: t,
-                    attempt,
-                },
-            );
-        }
         if model.is_some() {
             if cold {
                 self.stats.cold_starts += 1
