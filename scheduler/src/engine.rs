@@ -245,6 +245,11 @@ impl Scheduler {
         self.stats
     }
 
+    /// The latest time the core has seen.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
     /// Ready tasks waiting for a worker.
     pub fn queue_len(&self) -> usize {
         self.queue.len

@@ -164,6 +164,11 @@ impl Scheduler {
         })
     }
 
+    /// A job's spec as admitted (with the planner's tasks).
+    pub fn job_spec(&self, key: &str) -> Option<&crate::api::JobSpec> {
+        self.job_ids.get(key).map(|&j| &*self.job(j).spec)
+    }
+
     /// A job's phase, without building its whole status.
     pub fn job_phase(&self, key: &str) -> Option<crate::api::JobPhase> {
         self.job_ids.get(key).map(|&j| self.job(j).phase)

@@ -13,6 +13,11 @@ use crate::workload::Arrival;
 
 pub struct Control {
     core: Scheduler,
+    settings: splai_scheduler::Settings,
+    /// Hand ended jobs to the summary and drop them from the core, to bound memory.
+    forget_ended: bool,
+    /// Jobs ended since the engine last asked, so it can drop its own copies.
+    pub ended: Vec<String>,
     pub rec: Recorder,
     check_invariants: bool,
     workers: Vec<String>,
@@ -30,6 +35,9 @@ impl Control {
         }
         let mut control = Control {
             core: Scheduler::new(sc.settings.clone(), opts.strategy, opts.seed),
+            settings: sc.settings.clone(),
+            forget_ended: opts.explain.is_none(),
+            ended: Vec::new(),
             rec,
             check_invariants: opts.check_invariants,
             workers,
@@ -78,6 +86,11 @@ impl Control {
     pub fn submit(&mut self, a: &Arrival, now: u64) -> Vec<Effect> {
         self.arrived += 1;
         self.open_jobs += 1;
+        let seen = crate::summary::JobAttempts {
+            durations_ms: a.durations_ms.clone(),
+            ..Default::default()
+        };
+        self.rec.seen.insert(a.key.clone(), Box::new(seen));
         self.rec.jobs.insert(
             a.key.clone(),
             JobRow {
@@ -107,8 +120,12 @@ impl Control {
         {
             self.rec.violations.push(format!("t={now}ms: {e}"));
         }
+        let mut ended = Vec::new();
         for e in &effects {
-            self.record(e, now);
+            self.record(e, now, &mut ended);
+        }
+        for key in ended {
+            self.hand_over(&key);
         }
         if let Some((j, t, log)) = self.rec.explain.as_mut()
             && let Some(st) = self.core.job_status(j)
@@ -123,7 +140,43 @@ impl Control {
         effects
     }
 
-    fn record(&mut self, e: &Effect, now: u64) {
+    /// Adds an ended job to the summary's totals and drops it from the core.
+    fn hand_over(&mut self, key: &str) {
+        if !self.forget_ended {
+            return;
+        }
+        let (Some(spec), Some(status), Some(row)) = (
+            self.core.job_spec(key),
+            self.core.job_status(key),
+            self.rec.jobs.get(key),
+        ) else {
+            return;
+        };
+        let seen = self.rec.seen.remove(key).unwrap_or_default();
+        self.rec
+            .tally
+            .add_job(&self.settings, key, spec, &status, row, &seen);
+        // Forgetting a terminal job changes no decision: its timers are void and its tasks ended.
+        let effects = self.core.handle(
+            Event::JobForgotten {
+                key: key.to_owned(),
+            },
+            self.core_now(),
+        );
+        debug_assert!(
+            effects.is_empty(),
+            "forgetting an ended job has no effects: {effects:?}"
+        );
+        self.ended.push(key.to_owned());
+    }
+
+    fn core_now(&self) -> Timestamp {
+        // Forgetting happens at the time of the event that ended the job; the core's clock
+        // never goes back, so its own latest time is the right one.
+        self.core.now()
+    }
+
+    fn record(&mut self, e: &Effect, now: u64, ended: &mut Vec<String>) {
         match e {
             Effect::Assign(a) => {
                 if let Some((j, t, log)) = self.rec.explain.as_mut()
@@ -143,8 +196,28 @@ impl Control {
                 let cold = self
                     .rec
                     .cold
-                    .get(&(r.job.clone(), r.task.clone(), r.attempt))
-                    .copied();
+                    .remove(&(r.job.clone(), r.task.clone(), r.attempt));
+                let (assigned, finished) = (since(r.assigned_at), since(r.finished_at));
+                if let Some(seen) = self.rec.seen.get_mut(&r.job) {
+                    let e = seen
+                        .tasks
+                        .entry(r.task.clone())
+                        .or_insert((assigned, None, 0));
+                    e.0 = e.0.min(assigned);
+                    if r.outcome == splai_scheduler::api::Outcome::Succeeded {
+                        e.1 = Some(finished);
+                        e.2 += 1;
+                    }
+                }
+                if let Some(started) = r.started_at.map(since) {
+                    let cpu = self
+                        .core
+                        .job_spec(&r.job)
+                        .and_then(|s| s.tasks.iter().find(|t| t.id == r.task))
+                        .map_or(0, |t| t.resources.cpu_millis);
+                    self.rec.tally.busy_cpu_ms +=
+                        f64::from(cpu) * finished.saturating_sub(started) as f64;
+                }
                 self.rec.attempts.push(AttemptRow {
                     job: r.job.clone(),
                     task: r.task.clone(),
@@ -169,6 +242,7 @@ impl Control {
                     if to.is_terminal() {
                         row.finished_ms = Some(now);
                         self.open_jobs -= 1;
+                        ended.push(job.to_string());
                     }
                 }
             }

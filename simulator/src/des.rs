@@ -262,6 +262,14 @@ impl<'a> Des<'a> {
             };
             self.now = at;
             self.step(ev);
+            // Ended jobs need no spec or planned tasks any more.
+            for key in std::mem::take(&mut self.ctl.ended) {
+                if let Some(&i) = self.arrival_of.get(&key) {
+                    self.planned[i] = None;
+                    self.arrivals[i].spec = Default::default();
+                    self.arrivals[i].durations_ms = Default::default();
+                }
+            }
             if finished_at.is_none() && self.ctl.finished() {
                 finished_at = Some(at);
             }

@@ -53,4 +53,8 @@ pub struct Recorder {
     pub explain: Option<(String, String, Vec<String>)>,
     /// Invariant violations seen when checking after every step.
     pub violations: Vec<String>,
+    /// What the attempts of each open job did, for the summary.
+    pub seen: BTreeMap<String, Box<crate::summary::JobAttempts>>,
+    /// Summary totals of the jobs already ended and handed over.
+    pub tally: crate::summary::Tally,
 }

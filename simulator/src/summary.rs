@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use splai_scheduler::api::{JobPhase, Outcome, TaskPhase};
+use splai_scheduler::api::{JobPhase, JobSpec, JobStatus, TaskPhase};
 use splai_scheduler::{Scheduler, Strategy};
 
-use crate::record::Recorder;
+use crate::record::{JobRow, Recorder};
 use crate::scenario::Scenario;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,91 +62,75 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     }
 }
 
-pub fn summarize(
-    sc: &Scenario,
-    seed: u64,
-    strategy: Strategy,
-    engine: &str,
-    rec: &Recorder,
-    core: &Scheduler,
-    wall_s: f64,
-) -> Summary {
-    let snapshot = core.snapshot();
-    let mut s = Summary {
-        scenario: sc.name.clone(),
-        seed,
-        policy: strategy.name().into(),
-        engine: engine.into(),
-        jobs_total: rec.jobs.len() as u64,
-        jobs_completed: 0,
-        jobs_failed: 0,
-        jobs_unfinished: 0,
-        tasks_total: 0,
-        tasks_succeeded: 0,
-        tasks_failed: 0,
-        tasks_lost: 0,
-        duplicate_completions: 0,
-        retries: core.stats().retries,
-        timeouts: core.stats().timeouts,
-        makespan_s: 0.0,
-        lower_bound_s: 0.0,
-        jct_mean_s: 0.0,
-        jct_p50_s: 0.0,
-        jct_p95_s: 0.0,
-        jct_p99_s: 0.0,
-        queue_wait_mean_s: 0.0,
-        utilization_mean: 0.0,
-        warm_cache_hit_rate: 0.0,
-        cold_starts: 0,
-        decisions: core.stats().decisions,
-        invariant_violations: rec.violations.len() as u64,
-        wall_s: round(wall_s),
-        output_digest: String::new(),
-    };
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut jcts = Vec::new();
-    let mut cpu_work = 0f64;
-    let mut gpu_work = 0f64;
-    let mut mem_work = 0f64;
-    let mut critical = 0f64;
-    let first_arrival = rec.jobs.values().map(|j| j.submitted_ms).min().unwrap_or(0) as f64;
-    let mut last_end = first_arrival;
-    let mut waits = Vec::new();
-    let mut busy_cpu_ms = 0f64;
-    // First assignment and successful finish of each task, from the attempt records.
-    let mut first_assigned: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut succeeded_at: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut successes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for a in &rec.attempts {
-        let k = (a.job.as_str(), a.task.as_str());
-        first_assigned
-            .entry(k)
-            .and_modify(|t| *t = (*t).min(a.assigned_ms))
-            .or_insert(a.assigned_ms);
-        if a.outcome == Outcome::Succeeded {
-            succeeded_at.insert(k, a.finished_ms);
-            *successes.entry(k).or_default() += 1;
-        }
+/// What each task of one job did, gathered from its attempt records while the job runs.
+#[derive(Debug, Default)]
+pub struct JobAttempts {
+    /// Per task id: first assignment, last success, and how many successes.
+    pub tasks: BTreeMap<String, (u64, Option<u64>, u64)>,
+    /// The scenario's true run times by task id (`durationsMs`), where it gives them.
+    pub durations_ms: BTreeMap<String, u64>,
+}
+
+impl JobAttempts {
+    /// A task's run time at speed 1: the scenario's, else its hint, else the core's default.
+    fn duration(&self, t: &splai_scheduler::api::TaskSpec, default_ms: u64) -> u64 {
+        self.durations_ms
+            .get(&t.id)
+            .copied()
+            .or(t.expected_duration_ms)
+            .unwrap_or(default_ms)
     }
-    s.duplicate_completions = successes.values().map(|&n| n.saturating_sub(1)).sum();
-    for job in &snapshot.jobs {
-        let Some(row) = rec.jobs.get(&job.key) else {
-            continue;
-        };
-        let st = &job.status;
+}
+
+/// The summary's running totals. A job is added when it ends, so the engine can then drop it;
+/// jobs still open when the run stops are added at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    jobs_completed: u64,
+    jobs_failed: u64,
+    jobs_unfinished: u64,
+    tasks_total: u64,
+    tasks_succeeded: u64,
+    tasks_failed: u64,
+    tasks_lost: u64,
+    duplicate_completions: u64,
+    cpu_work: f64,
+    mem_work: f64,
+    gpu_work: f64,
+    /// The latest arrival plus critical path of any job.
+    critical_end_ms: f64,
+    waits_s: f64,
+    waits: u64,
+    jcts: Vec<f64>,
+    last_end_ms: u64,
+    /// cpu-milliseconds of started attempts.
+    pub busy_cpu_ms: f64,
+    digests: Vec<(String, u64)>,
+}
+
+impl Tally {
+    /// Adds one job: its final status, its spec and what its attempts did.
+    pub fn add_job(
+        &mut self,
+        settings: &splai_scheduler::Settings,
+        key: &str,
+        spec: &JobSpec,
+        st: &JobStatus,
+        row: &JobRow,
+        seen: &JobAttempts,
+    ) {
         match st.phase {
-            JobPhase::Completed => s.jobs_completed += 1,
-            JobPhase::Failed | JobPhase::Canceled => s.jobs_failed += 1,
-            _ => s.jobs_unfinished += 1,
+            JobPhase::Completed => self.jobs_completed += 1,
+            JobPhase::Failed | JobPhase::Canceled => self.jobs_failed += 1,
+            _ => self.jobs_unfinished += 1,
         }
         if let Some(end) = row.finished_ms {
-            last_end = last_end.max(end as f64);
+            self.last_end_ms = self.last_end_ms.max(end);
             if st.phase == JobPhase::Completed {
-                jcts.push((end - row.submitted_ms) as f64 / 1000.0);
+                self.jcts.push((end - row.submitted_ms) as f64 / 1000.0);
             }
         }
-        s.tasks_total += st.tasks.len() as u64;
-        let spec = &job.spec;
+        self.tasks_total += st.tasks.len() as u64;
         let index: BTreeMap<&str, usize> = spec
             .tasks
             .iter()
@@ -163,80 +147,88 @@ pub fn summarize(
                 );
             }
         }
-        let durations = crate::workload::durations_of(sc, &job.key, spec);
+        let durations: Vec<u64> = spec
+            .tasks
+            .iter()
+            .map(|t| seen.duration(t, settings.default_duration_ms))
+            .collect();
         let mut finish = vec![0f64; spec.tasks.len()];
-        if let Ok(dag) = splai_scheduler::dag::validate(spec, &sc.settings.limits) {
+        if let Ok(dag) = splai_scheduler::dag::validate(spec, &settings.limits) {
             for &t in dag.topological_order() {
                 let t = t as usize;
                 let start = parents[t].iter().map(|&p| finish[p]).fold(0.0, f64::max);
                 finish[t] = start + durations[t] as f64;
             }
         }
-        critical = critical.max(
-            row.submitted_ms as f64 - first_arrival + finish.iter().copied().fold(0.0, f64::max),
-        );
+        let critical = finish.iter().copied().fold(0.0, f64::max);
+        self.critical_end_ms = self.critical_end_ms.max(row.submitted_ms as f64 + critical);
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
         for (i, (t, ts)) in spec.tasks.iter().zip(&st.tasks).enumerate() {
             let d = durations[i] as f64;
-            cpu_work += f64::from(t.resources.cpu_millis) * d;
-            mem_work += f64::from(t.resources.memory_mib) * d;
-            gpu_work += f64::from(t.resources.gpus) * d;
+            self.cpu_work += f64::from(t.resources.cpu_millis) * d;
+            self.mem_work += f64::from(t.resources.memory_mib) * d;
+            self.gpu_work += f64::from(t.resources.gpus) * d;
             match ts.phase {
-                TaskPhase::Succeeded => s.tasks_succeeded += 1,
-                TaskPhase::Failed | TaskPhase::TimedOut => s.tasks_failed += 1,
+                TaskPhase::Succeeded => self.tasks_succeeded += 1,
+                TaskPhase::Failed | TaskPhase::TimedOut => self.tasks_failed += 1,
                 _ => {}
             }
             if st.phase.is_terminal() && !ts.phase.is_terminal() {
-                s.tasks_lost += 1;
+                self.tasks_lost += 1;
             }
-            let k = (job.key.as_str(), t.id.as_str());
-            if let Some(&assigned) = first_assigned.get(&k) {
+            if let Some(&(assigned, _, successes)) = seen.tasks.get(&t.id) {
+                self.duplicate_completions += successes.saturating_sub(1);
                 let ready = parents[i]
                     .iter()
-                    .filter_map(|&p| {
-                        succeeded_at
-                            .get(&(job.key.as_str(), spec.tasks[p].id.as_str()))
-                            .copied()
-                    })
+                    .filter_map(|&p| seen.tasks.get(&spec.tasks[p].id).and_then(|s| s.1))
                     .max()
                     .unwrap_or(row.submitted_ms)
                     .max(row.submitted_ms);
-                waits.push(assigned.saturating_sub(ready) as f64 / 1000.0);
+                self.waits_s += assigned.saturating_sub(ready) as f64 / 1000.0;
+                self.waits += 1;
             }
             let line = format!(
-                "{}/{} {:?} {} {}\n",
-                job.key,
+                "{}/{} {:?} {} {} {:?}\n",
+                key,
                 ts.id,
                 ts.phase,
                 ts.attempt,
-                ts.worker.as_deref().unwrap_or("-")
+                ts.worker.as_deref().unwrap_or("-"),
+                ts.finished_at
             );
             fnv(&mut digest, line.as_bytes());
-            fnv(&mut digest, format!("{:?}\n", ts.finished_at).as_bytes());
+        }
+        self.digests.push((key.to_owned(), digest));
+    }
+}
+
+pub fn summarize(
+    sc: &Scenario,
+    seed: u64,
+    strategy: Strategy,
+    engine: &str,
+    rec: &Recorder,
+    core: &Scheduler,
+    wall_s: f64,
+) -> Summary {
+    // Jobs the engine has not handed over yet (still open, or engines that keep every job).
+    let mut t = rec.tally.clone();
+    let none = JobAttempts::default();
+    for job in core.snapshot().jobs {
+        if let Some(row) = rec.jobs.get(&job.key) {
+            let seen = rec.seen.get(&job.key).map_or(&none, |s| &**s);
+            t.add_job(&sc.settings, &job.key, &job.spec, &job.status, row, seen);
         }
     }
-    let jobs_by_key: BTreeMap<&str, &splai_scheduler::JobRecord> =
-        snapshot.jobs.iter().map(|j| (j.key.as_str(), j)).collect();
-    let spec_of = |job: &str, task: &str| {
-        jobs_by_key
-            .get(job)
-            .and_then(|j| j.spec.tasks.iter().find(|t| t.id == task))
-            .map(|t| t.resources.cpu_millis)
-    };
-    let mut cpu_cache: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     let (mut warm, mut cold) = (0u64, 0u64);
     for a in &rec.attempts {
-        if let Some(st) = a.started_ms {
-            let cpu = *cpu_cache
-                .entry((a.job.as_str(), a.task.as_str()))
-                .or_insert_with(|| spec_of(&a.job, &a.task).unwrap_or(0));
-            busy_cpu_ms += f64::from(cpu) * a.finished_ms.saturating_sub(st) as f64;
-        }
         match a.cold_start {
             Some(true) => cold += 1,
             Some(false) => warm += 1,
             None => {}
         }
     }
+    let first_arrival = rec.jobs.values().map(|j| j.submitted_ms).min().unwrap_or(0) as f64;
     let (cap_cpu, cap_mem, cap_gpu) = sc.fleet.iter().fold((0f64, 0f64, 0f64), |acc, g| {
         let n = f64::from(g.count);
         (
@@ -246,30 +238,58 @@ pub fn summarize(
         )
     });
     let per = |work: f64, cap: f64| if cap > 0.0 { work / cap } else { 0.0 };
-    let lb_ms = critical
-        .max(per(cpu_work, cap_cpu))
-        .max(per(mem_work, cap_mem))
-        .max(per(gpu_work, cap_gpu));
-    let makespan_ms = last_end - first_arrival;
-    jcts.sort_by(f64::total_cmp);
-    s.makespan_s = round(makespan_ms / 1000.0);
-    s.lower_bound_s = round(lb_ms / 1000.0);
-    if !jcts.is_empty() {
-        s.jct_mean_s = round(jcts.iter().sum::<f64>() / jcts.len() as f64);
-        s.jct_p50_s = round(pct(&jcts, 0.50));
-        s.jct_p95_s = round(pct(&jcts, 0.95));
-        s.jct_p99_s = round(pct(&jcts, 0.99));
+    let lb_ms = (t.critical_end_ms - first_arrival)
+        .max(0.0)
+        .max(per(t.cpu_work, cap_cpu))
+        .max(per(t.mem_work, cap_mem))
+        .max(per(t.gpu_work, cap_gpu));
+    let makespan_ms = (t.last_end_ms as f64 - first_arrival).max(0.0);
+    t.jcts.sort_by(f64::total_cmp);
+    t.digests.sort();
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, d) in &t.digests {
+        fnv(&mut digest, key.as_bytes());
+        fnv(&mut digest, &d.to_le_bytes());
     }
-    if !waits.is_empty() {
-        s.queue_wait_mean_s = round(waits.iter().sum::<f64>() / waits.len() as f64);
+    let jcts = &t.jcts;
+    let mean = |sum: f64, n: usize| if n == 0 { 0.0 } else { round(sum / n as f64) };
+    Summary {
+        scenario: sc.name.clone(),
+        seed,
+        policy: strategy.name().into(),
+        engine: engine.into(),
+        jobs_total: rec.jobs.len() as u64,
+        jobs_completed: t.jobs_completed,
+        jobs_failed: t.jobs_failed,
+        jobs_unfinished: t.jobs_unfinished,
+        tasks_total: t.tasks_total,
+        tasks_succeeded: t.tasks_succeeded,
+        tasks_failed: t.tasks_failed,
+        tasks_lost: t.tasks_lost,
+        duplicate_completions: t.duplicate_completions,
+        retries: core.stats().retries,
+        timeouts: core.stats().timeouts,
+        makespan_s: round(makespan_ms / 1000.0),
+        lower_bound_s: round(lb_ms / 1000.0),
+        jct_mean_s: mean(jcts.iter().sum(), jcts.len()),
+        jct_p50_s: round(pct(jcts, 0.50)),
+        jct_p95_s: round(pct(jcts, 0.95)),
+        jct_p99_s: round(pct(jcts, 0.99)),
+        queue_wait_mean_s: mean(t.waits_s, t.waits as usize),
+        utilization_mean: if makespan_ms > 0.0 && cap_cpu > 0.0 {
+            round(t.busy_cpu_ms / (cap_cpu * makespan_ms))
+        } else {
+            0.0
+        },
+        warm_cache_hit_rate: if warm + cold > 0 {
+            round(warm as f64 / (warm + cold) as f64)
+        } else {
+            0.0
+        },
+        cold_starts: cold,
+        decisions: core.stats().decisions,
+        invariant_violations: rec.violations.len() as u64,
+        wall_s: round(wall_s),
+        output_digest: format!("{digest:016x}"),
     }
-    if makespan_ms > 0.0 && cap_cpu > 0.0 {
-        s.utilization_mean = round(busy_cpu_ms / (cap_cpu * makespan_ms));
-    }
-    if warm + cold > 0 {
-        s.warm_cache_hit_rate = round(warm as f64 / (warm + cold) as f64);
-    }
-    s.cold_starts = cold;
-    s.output_digest = format!("{digest:016x}");
-    s
 }

@@ -92,23 +92,3 @@ pub fn arrivals(sc: &Scenario, rng: &mut ChaCha8Rng) -> Vec<Arrival> {
     out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.key.cmp(&b.key)));
     out
 }
-
-/// How long each task of a job runs at speed 1, in the order of `spec.tasks`: the scenario's
-/// `durationsMs`, else the task's `expectedDurationMs`, else the core's default.
-pub fn durations_of(sc: &Scenario, job: &str, spec: &JobSpec) -> Vec<u64> {
-    let listed = sc
-        .workload
-        .jobs
-        .iter()
-        .find(|j| j.name == job)
-        .map(|j| &j.durations_ms);
-    spec.tasks
-        .iter()
-        .map(|t| {
-            listed
-                .and_then(|d| d.get(&t.id).copied())
-                .or(t.expected_duration_ms)
-                .unwrap_or(sc.settings.default_duration_ms)
-        })
-        .collect()
-}
