@@ -113,8 +113,8 @@ pub(crate) struct TaskRt {
     pub retry: RetryPolicy,
     pub error: Option<Box<str>>,
     pub route: Option<Box<ResolvedRoute>>,
-    /// When the task last became ready.
-    pub ready_at: Timestamp,
+    /// When the task, ready, first chose to wait for a busy worker with its model warm.
+    pub warm_wait_since: Option<Timestamp>,
 }
 
 #[derive(Debug)]

@@ -72,6 +72,8 @@ pub(crate) struct WorkerRt {
     /// Attempts assigned here and not yet ended, as (job, task).
     pub active: Vec<(u32, u32)>,
     pub warm: BitSet,
+    /// The most models the agent has reported loaded at once: what its cache holds.
+    pub slots_seen: u32,
     pub speed: f64,
     pub utilization: Utilization,
     pub reported_queue: u32,
@@ -169,6 +171,7 @@ impl Fleet {
             free_gpus: caps.gpus,
             active: Vec::new(),
             warm: BitSet::default(),
+            slots_seen: 0,
             speed: caps.speed_factor.max(0.01),
             utilization: Utilization::default(),
             reported_queue: 0,

@@ -61,6 +61,8 @@ impl Scheduler {
             self.lose_attempts(w, format!("worker {} restarted", hb.worker), now, out);
             self.fleet.workers[w as usize].incarnation = hb.incarnation;
         }
+        let wr = &mut self.fleet.workers[w as usize];
+        wr.slots_seen = wr.slots_seen.max(hb.warm_models.len() as u32);
         // Models being loaded for attempts in flight count as warm until the agent says otherwise.
         let mut warm = hb.warm_models;
         for &(j, t) in &self.fleet.workers[w as usize].active {

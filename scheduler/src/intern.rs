@@ -63,6 +63,10 @@ impl BitSet {
             .all(|(i, &w)| w & !self.0.get(i).copied().unwrap_or(0) == 0)
     }
 
+    pub fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&w| w == 0)
     }

@@ -256,7 +256,7 @@ impl Scheduler {
             };
             let model = shape.model;
             let shape = self.shapes.intern(shape);
-            let bucket = self.queue.bucket_of(job.priority, job.tenant, shape);
+            let bucket = self.queue.bucket_of(job.priority, job.tenant, shape, model);
             let route = routes
                 .as_mut()
                 .and_then(Iterator::next)
@@ -281,7 +281,7 @@ impl Scheduler {
                 retry: t.retry,
                 error: None,
                 route,
-                ready_at: Timestamp::ZERO,
+                warm_wait_since: None,
             });
         }
         job.progress = Progress {
@@ -397,8 +397,7 @@ impl Scheduler {
 
     pub(crate) fn make_ready(&mut self, j: u32, t: u32) {
         self.set_state(j, t, TaskState::Ready);
-        let now = self.now;
-        self.job_mut(j).tasks[t as usize].ready_at = now;
+        self.job_mut(j).tasks[t as usize].warm_wait_since = None;
         let (bucket, q) = self.queued(j, t);
         self.queue.push(bucket, q);
         self.dirty = true;

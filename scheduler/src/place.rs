@@ -210,6 +210,11 @@ impl fmt::Display for PendingReason {
     }
 }
 
+/// `model_warm_cache` of a cold load that evicts nothing anyone waits for.
+const COLD_CREDIT: f64 = 0.25;
+/// Queued tasks of an evicted model at which a cold load loses half of `COLD_CREDIT`.
+const EVICTION_HALF_DEMAND: f64 = 4.0;
+
 pub(crate) struct Request<'a> {
     pub shape: u32,
     pub hint_ms: u64,
@@ -222,6 +227,8 @@ pub(crate) struct Request<'a> {
 pub(crate) struct Placer<'a> {
     pub fleet: &'a Fleet,
     pub settings: &'a Settings,
+    /// Queued tasks per model id.
+    pub demand: &'a [u32],
 }
 
 struct Scored {
@@ -254,12 +261,32 @@ impl Placer<'_> {
         };
         let warm = shape.model.is_some_and(|m| w.warm.contains(m));
         let cold = shape.model.is_some() && !warm;
+        let model_warm_cache = match shape.model {
+            None => 0.0,
+            Some(_) if warm => 1.0,
+            Some(_) => {
+                // A cold load on a full cache evicts a model; losing one that queued tasks are
+                // waiting for costs more than filling a free slot or evicting an idle model.
+                let full = w.slots_seen > 0 && w.warm.len() >= w.slots_seen;
+                let victim = if full {
+                    w.warm
+                        .iter()
+                        .map(|m| self.demand.get(m as usize).copied().unwrap_or(0))
+                        .min()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                let d = f64::from(victim);
+                COLD_CREDIT * (1.0 - d / (d + EVICTION_HALF_DEMAND))
+            }
+        };
         let locality = shape.locality.is_some() && shape.locality == sig.zone;
         let depth = f64::from(w.depth());
         let predicted = hint_ms as f64 / w.speed + if cold { s.model_load_ms as f64 } else { 0.0 };
         let terms = ScoreTerms {
             capability_match,
-            model_warm_cache: if warm { 1.0 } else { 0.0 },
+            model_warm_cache,
             locality_score: if locality { 1.0 } else { 0.0 },
             queue_penalty: depth / (depth + s.queue_half_depth.max(1e-9)),
             latency_prediction: predicted / (predicted + s.latency_half_ms.max(1e-9)),

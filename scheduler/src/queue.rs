@@ -27,6 +27,8 @@ pub(crate) struct Bucket {
     pub priority: i32,
     pub tenant: u32,
     pub shape: u32,
+    /// The model the bucket's tasks need, if any.
+    pub model: Option<u32>,
     pub tasks: BTreeSet<Queued>,
     pub reason: Option<PendingReason>,
 }
@@ -38,10 +40,12 @@ pub(crate) struct ReadyQueue {
     /// Buckets that hold tasks, kept so a pass need not look at empty ones.
     pub nonempty: BTreeSet<u32>,
     pub len: usize,
+    /// Queued tasks per model id: the demand a model load would serve or an eviction would hurt.
+    pub demand: Vec<u32>,
 }
 
 impl ReadyQueue {
-    pub fn bucket_of(&mut self, priority: i32, tenant: u32, shape: u32) -> u32 {
+    pub fn bucket_of(&mut self, priority: i32, tenant: u32, shape: u32, model: Option<u32>) -> u32 {
         *self
             .ids
             .entry((priority, tenant, shape))
@@ -50,6 +54,7 @@ impl ReadyQueue {
                     priority,
                     tenant,
                     shape,
+                    model,
                     tasks: BTreeSet::new(),
                     reason: None,
                 });
@@ -60,6 +65,13 @@ impl ReadyQueue {
     pub fn push(&mut self, bucket: u32, q: Queued) {
         if self.buckets[bucket as usize].tasks.insert(q) {
             self.len += 1;
+            if let Some(m) = self.buckets[bucket as usize].model {
+                let m = m as usize;
+                if self.demand.len() <= m {
+                    self.demand.resize(m + 1, 0);
+                }
+                self.demand[m] += 1;
+            }
             self.nonempty.insert(bucket);
         }
     }
@@ -69,6 +81,9 @@ impl ReadyQueue {
         let removed = b.tasks.remove(q);
         if removed {
             self.len -= 1;
+            if let Some(m) = b.model {
+                self.demand[m as usize] -= 1;
+            }
             if b.tasks.is_empty() {
                 b.reason = None;
                 self.nonempty.remove(&bucket);

@@ -122,6 +122,7 @@ impl Scheduler {
         let last = status.last_heartbeat.unwrap_or(Timestamp::ZERO);
         let (w, _) = self.fleet.upsert(name, caps, last);
         self.fleet.set_warm(w, &status.warm_models);
+        self.fleet.workers[w as usize].slots_seen = status.warm_models.len() as u32;
         let wr = &mut self.fleet.workers[w as usize];
         wr.incarnation = status.incarnation;
         wr.last_heartbeat = last;

@@ -114,6 +114,7 @@ impl Scheduler {
             let placer = Placer {
                 fleet: &self.fleet,
                 settings: &self.settings,
+                demand: &self.queue.demand,
             };
             match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
                 Ok((worker, explanation)) => {
@@ -141,8 +142,8 @@ impl Scheduler {
 
     /// Whether a task whose best free worker would load its model cold should rather wait for
     /// a busy worker that has the model warm. It waits when that worker is expected to free up
-    /// sooner than a model load takes, and for no longer in total than one model load; a timer
-    /// makes sure the pass runs again when the wait should end.
+    /// within `warmWaitFraction` of the load time still unspent, and for no longer in total than
+    /// one model load; a timer makes sure the pass runs again when the wait should end.
     fn worth_waiting_for_warm(
         &mut self,
         head: Queued,
@@ -153,7 +154,10 @@ impl Scheduler {
         let load = self.settings.model_load_ms;
         let task = &self.job(head.job).tasks[head.task as usize];
         let model = task.model?;
-        let waited = now.since(task.ready_at);
+        // The wait budget starts when the task first chose to wait, not when it became ready:
+        // time spent queued behind other work is no reason to load a model cold.
+        let since = task.warm_wait_since.unwrap_or(now);
+        let waited = now.since(since);
         if waited >= load {
             return None;
         }
@@ -195,10 +199,10 @@ impl Scheduler {
             }
         }
         let (free_at, w) = best?;
-        if free_at.since(now) >= load - waited {
+        if free_at.since(now) as f64 >= (load - waited) as f64 * self.settings.warm_wait_fraction {
             return None;
         }
-        let give_up = task.ready_at.plus_ms(load);
+        let give_up = since.plus_ms(load);
         // Look again when the warm worker should be free; if it has overrun its estimate, when
         // the wait runs out.
         let recheck = if free_at > now {
@@ -207,6 +211,7 @@ impl Scheduler {
             give_up
         };
         self.arm(recheck, Timer::Recheck);
+        self.job_mut(head.job).tasks[head.task as usize].warm_wait_since = Some(since);
         Some(PendingReason::WaitingForWarmWorker {
             worker: self.fleet.workers[w as usize].name.clone(),
             model: self.fleet.models.name(model).clone(),

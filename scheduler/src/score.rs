@@ -6,7 +6,9 @@
 //! - `capability_match`: how well the worker's special hardware fits. A GPU task scores
 //!   `gpus requested / gpus on the worker` (tight fits keep large GPU nodes free for large tasks);
 //!   a CPU task scores 1 on a CPU-only worker and 0 on a GPU worker, so GPUs are not spent on it.
-//! - `model_warm_cache`: 1 when the task's model is already loaded on the worker.
+//! - `model_warm_cache`: 1 when the task's model is already loaded on the worker. A cold load
+//!   scores 0.25 when the worker's cache has room (as far as its heartbeats have shown) or would
+//!   evict a model nobody waits for, falling towards 0 as the evicted model has more queued tasks.
 //! - `locality_score`: 1 when the worker is in the task's preferred locality.
 //! - `queue_penalty`: `depth / (depth + queueHalfDepth)` over the worker's active attempts.
 //! - `latency_prediction`: `p / (p + latencyHalfMs)`, where `p` is the predicted run time: the

@@ -31,6 +31,10 @@ pub struct Settings {
     pub default_duration_ms: u64,
     /// Time to load a model that is not warm on the worker.
     pub model_load_ms: u64,
+    /// An inference task waits for a busy worker with its model warm when that worker should be
+    /// free within this fraction of a model load (0 never waits). Lower favours completion time,
+    /// higher the warm-cache hit rate; BENCHMARKS.md measures both.
+    pub warm_wait_fraction: f64,
     /// Weight of the newest observation in a worker's observed speed (0 keeps the spec's speed).
     pub speed_smoothing: f64,
 }
@@ -49,6 +53,7 @@ impl Default for Settings {
             latency_half_ms: 60_000.0,
             default_duration_ms: 10_000,
             model_load_ms: 30_000,
+            warm_wait_fraction: 0.5,
             speed_smoothing: 0.2,
         }
     }

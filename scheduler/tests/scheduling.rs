@@ -475,7 +475,7 @@ fn gpu_inference(id: &str, ms: u64) -> TaskSpec {
 }
 
 #[test]
-fn a_task_waits_for_a_busy_warm_worker_that_frees_up_sooner_than_a_model_load() {
+fn a_task_waits_for_a_busy_warm_worker_that_frees_up_within_half_a_model_load() {
     let mut sim = two_model_workers();
     sim.submit(
         "first",
@@ -527,11 +527,11 @@ fn a_task_loads_its_model_cold_when_the_warm_worker_is_busy_for_longer_than_a_lo
 #[test]
 fn a_task_stops_waiting_for_a_warm_worker_after_one_model_load_time() {
     let mut sim = two_model_workers();
-    // The warm worker's task is expected to end in 20 s but overruns.
+    // The warm worker's task is expected to end in 12 s, within half a 30 s load, but overruns.
     sim.submit(
         "slow",
         JobBuilder::new("acme")
-            .task(gpu_inference("t", 20_000))
+            .task(gpu_inference("t", 12_000))
             .build(),
     );
     sim.submit(
@@ -557,4 +557,84 @@ fn a_task_stops_waiting_for_a_warm_worker_after_one_model_load_time() {
         "cold",
         "gave up after 30 s, one model load"
     );
+}
+
+#[test]
+fn time_queued_behind_other_work_does_not_use_up_a_tasks_wait_for_a_warm_worker() {
+    let mut sim = two_model_workers();
+    // Both workers are busy for a long time: the warm one with llama, the cold one with another model.
+    sim.submit(
+        "a",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 100_000))
+            .build(),
+    );
+    let mut other = gpu_inference("t", 95_000);
+    other.model = Some("mistral".into());
+    sim.submit("b", JobBuilder::new("acme").task(other).build());
+    assert_eq!(&*sim.assigned("a", "t").unwrap().worker, "warm");
+    assert_eq!(&*sim.assigned("b", "t").unwrap().worker, "cold");
+    sim.submit(
+        "late",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    for _ in 0..19 {
+        sim.advance(5_000);
+        sim.heartbeat("warm", &["llama"]);
+        sim.heartbeat("cold", &["mistral"]);
+    }
+    // At 95 s the cold worker frees up; the warm one is due at 100 s, sooner than a 30 s load.
+    sim.succeed("b", "t");
+    assert!(
+        sim.assigned("late", "t").is_none(),
+        "95 s in the queue is no reason to load llama cold"
+    );
+    sim.now += 5_000;
+    sim.succeed("a", "t");
+    let a = sim.assigned("late", "t").unwrap();
+    assert_eq!((&*a.worker, a.explanation.cold_start), ("warm", false));
+}
+
+#[test]
+fn a_cold_load_goes_where_it_evicts_no_model_that_tasks_are_waiting_for() {
+    let settings = Settings {
+        model_load_ms: 30_000,
+        ..Settings::default()
+    };
+    let mut sim = Sim::with(settings, Strategy::Splai);
+    let one_gpu = || Capabilities {
+        gpus: 1,
+        models: vec!["*".into()],
+        ..caps(8000, 8192)
+    };
+    sim.worker("keeps-a", one_gpu());
+    sim.worker("keeps-b", one_gpu());
+    // Each worker's cache holds one model, as its heartbeats show.
+    sim.heartbeat("keeps-a", &["model-a"]);
+    sim.heartbeat("keeps-b", &["model-b"]);
+    // Three tasks wait for model-a (they need two GPUs, which no worker has).
+    let mut big = inference("big", "model-a");
+    big.resources.gpus = 2;
+    let spec = (0..3)
+        .fold(JobBuilder::new("acme"), |b, i| {
+            b.task(TaskSpec {
+                id: format!("big{i}"),
+                ..big.clone()
+            })
+        })
+        .build();
+    sim.submit("waiting", spec);
+    let mut c = inference("c", "model-c");
+    c.resources.gpus = 1;
+    sim.submit("new", JobBuilder::new("acme").task(c).build());
+    let a = sim.assigned("new", "c").unwrap();
+    assert_eq!(
+        &*a.worker, "keeps-b",
+        "evicting model-b hurts nobody; evicting model-a hurts three tasks"
+    );
+    let r = a.explanation.runner_up.as_ref().unwrap();
+    assert_eq!((&*r.worker, r.lost_on), ("keeps-a", Term::ModelWarmCache));
+    assert!(a.explanation.terms.model_warm_cache > r.terms.model_warm_cache);
 }

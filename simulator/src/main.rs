@@ -276,11 +276,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Import(which) => {
-            let command = std::env::args()
+            // The command as a user would type it: the program by its name, the rest as given.
+            let command = std::iter::once("splai-sim".to_string())
+                .chain(std::env::args().skip(1))
                 .collect::<Vec<_>>()
-                .join(" ")
-                .replace("target/release/", "")
-                .replace("./", "");
+                .join(" ");
             let (sc, report, out) = match which {
                 Import::V2018 {
                     batch_task_csv,
