@@ -12,6 +12,11 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== etcd and kube-apiserver for the integration tests"
+# Built once from the Go module proxy and cached under ~/.cache/splai/k8s; the last line is the
+# bin folder, which splai-testbed reads from SPLAI_K8S_BIN.
+SPLAI_K8S_BIN=$(scripts/k8s-testbin.sh | tail -1)
+export SPLAI_K8S_BIN
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

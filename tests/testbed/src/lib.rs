@@ -1,0 +1,331 @@
+//! A real etcd and kube-apiserver on loopback for SPLAI's integration tests, as controller-runtime's
+//! envtest provides for Go operators. A mock API server is never a substitute: schema validation,
+//! CEL, the status subresource, server-side apply and watches only behave like this on the real one.
+//!
+//! Tests call [`namespace`], which starts one control plane per test binary on first use and gives
+//! each test its own namespace. [`ControlPlane::start`] gives a private one.
+//!
+//! The processes run under a small bash supervisor that reads the harness's end of a pipe. The
+//! supervisor kills kube-apiserver, then etcd, and removes the work folder when the pipe closes:
+//! on drop, and also at exit for the shared instance. Statics are never dropped, and a pipe that
+//! closes is the one signal that still arrives after a panic, `process::exit` or SIGKILL.
+//!
+//! This crate depends only on the Kubernetes client, never on SPLAI's own crates.
+
+#![forbid(unsafe_code)]
+
+mod binaries;
+mod certs;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// How long etcd and kube-apiserver get to become ready; they take 3–4 s on two cores.
+const STARTUP_LIMIT: Duration = Duration::from_secs(120);
+
+const SUPERVISOR: &str = r#"
+work=$1; shift
+etcd=(); while [ "$1" != "--" ]; do etcd+=("$1"); shift; done; shift
+"${etcd[@]}" >"$work/etcd.log" 2>&1 </dev/null & e=$!
+"$@" >"$work/apiserver.log" 2>&1 </dev/null & a=$!
+echo "$e $a"
+read -r _ || true
+# kube-apiserver first: without etcd its shutdown can take minutes.
+kill -9 "$a" 2>/dev/null; wait "$a" 2>/dev/null
+kill -9 "$e" 2>/dev/null; wait "$e" 2>/dev/null
+rm -rf "$work"
+"#;
+
+/// A running etcd and kube-apiserver. Dropping it stops both and removes their files.
+pub struct ControlPlane {
+    supervisor: Child,
+    stdin: Option<ChildStdin>,
+    kubeconfig: PathBuf,
+    server: String,
+    work: PathBuf,
+    pids: Vec<u32>,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver on free loopback ports and waits until `/readyz` says ok.
+    pub fn start() -> Result<ControlPlane> {
+        let bin = binaries::bin_dir()?;
+        let work = work_dir()?;
+        let certs = certs::write(&work)?;
+        let (etcd_client, etcd_peer, secure) = (free_port()?, free_port()?, free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        let etcd = [
+            path_arg(&bin.join("etcd")),
+            "--name=testbed".into(),
+            format!("--data-dir={}", work.join("etcd").display()),
+            "--unsafe-no-fsync".into(),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=testbed={peer_url}"),
+            "--log-level=error".into(),
+        ];
+        let apiserver = [
+            path_arg(&bin.join("kube-apiserver")),
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // The default reconciler needs a routable address; loopback has none.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={secure}"),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", certs.sa_public.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                certs.sa_private.display()
+            ),
+            "--authorization-mode=RBAC".into(),
+            format!("--client-ca-file={}", certs.client_ca.display()),
+            format!("--tls-cert-file={}", certs.serving_cert.display()),
+            format!("--tls-private-key-file={}", certs.serving_key.display()),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ];
+        let mut supervisor = Command::new("bash")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("splai-testbed")
+            .arg(&work)
+            .args(&etcd)
+            .arg("--")
+            .args(&apiserver)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bash, which supervises etcd and kube-apiserver")?;
+        let stdin = supervisor.stdin.take();
+        let stdout = supervisor.stdout.take().context("supervisor stdout")?;
+        let server = format!("https://127.0.0.1:{secure}");
+        let kubeconfig = work.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &certs))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let pids: Vec<u32> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("supervisor printed {line:?} instead of two pids"))?;
+        let plane = ControlPlane {
+            supervisor,
+            stdin,
+            kubeconfig,
+            server,
+            work: work.clone(),
+            pids,
+        };
+        if let Err(e) = plane.wait_ready() {
+            let logs = ["etcd.log", "apiserver.log"]
+                .map(|log| tail(&work.join(log)))
+                .join("\n");
+            return Err(e.context(logs));
+        }
+        Ok(plane)
+    }
+
+    /// The kubeconfig of the `system:masters` admin, for `kubectl --kubeconfig`.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// A new admin client. Make one per tokio runtime: a client's connections live on the runtime
+    /// that made it, and each `#[tokio::test]` has its own.
+    pub async fn client(&self) -> Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The temporary folder holding certificates, data and logs; removed on drop.
+    pub fn work_dir(&self) -> &Path {
+        &self.work
+    }
+
+    /// The process ids of etcd and kube-apiserver.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Whether etcd and kube-apiserver are both still running.
+    pub fn is_running(&self) -> bool {
+        self.pids.iter().all(|&pid| alive(pid))
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = self.client().await?;
+            let started = Instant::now();
+            loop {
+                if let Some(dead) = self.pids.iter().find(|&&pid| !alive(pid)) {
+                    bail!("process {dead} exited during startup");
+                }
+                let readyz = http_get("/readyz");
+                if let Ok(body) = client.request_text(readyz).await
+                    && body.trim() == "ok"
+                {
+                    return Ok(());
+                }
+                if started.elapsed() > STARTUP_LIMIT {
+                    bail!("kube-apiserver not ready after {STARTUP_LIMIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Closing the pipe is the supervisor's signal to stop both processes.
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.flush();
+        }
+        let _ = self.supervisor.wait();
+    }
+}
+
+/// The control plane this test binary shares, started on first use.
+pub fn shared() -> Result<&'static ControlPlane> {
+    static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            // Startup blocks on its own runtime, which must not nest inside a test's.
+            std::thread::spawn(ControlPlane::start)
+                .join()
+                .map_err(|_| "control plane startup panicked".to_owned())?
+                .map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("the shared control plane did not start: {e}"))
+}
+
+/// A client of the shared control plane and a fresh namespace named after `prefix`.
+pub async fn namespace(prefix: &str) -> Result<(Client, String)> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let plane = shared()?;
+    let client = plane.client().await?;
+    let mut name: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(50)
+        .collect();
+    name = format!(
+        "{}-{}",
+        name.trim_matches('-'),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok((client, name))
+}
+
+fn http_get(path: &str) -> http::Request<Vec<u8>> {
+    http::Request::get(path)
+        .body(Vec::new())
+        .expect("a valid request")
+}
+
+fn kubeconfig_yaml(server: &str, certs: &certs::CertFiles) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: testbed
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: testbed
+  context:
+    cluster: testbed
+    user: admin
+current-context: testbed
+",
+        ca = certs.serving_ca.display(),
+        cert = certs.admin_cert.display(),
+        key = certs.admin_key.display(),
+    )
+}
+
+fn work_dir() -> Result<PathBuf> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "splai-testbed-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Whether `pid` is running: present in /proc and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(30);
+    format!("---- {} ----\n{}", log.display(), lines[start..].join("\n"))
+}
