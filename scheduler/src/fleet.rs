@@ -107,6 +107,9 @@ pub(crate) struct Fleet {
     pub total_cpu: u64,
     pub total_mem: u64,
     pub total_gpus: u64,
+    /// Bumped whenever capacity, health, warm models or membership change: a bucket that found
+    /// no worker at one epoch cannot find one again until the epoch moves.
+    pub epoch: u64,
 }
 
 impl Fleet {
@@ -116,6 +119,7 @@ impl Fleet {
 
     /// Adds a worker or replaces its capabilities. Returns its id and whether it is new.
     pub fn upsert(&mut self, name: &str, caps: Capabilities, now: Timestamp) -> (WorkerId, bool) {
+        self.epoch += 1;
         let sig = self.signature(&caps);
         let class = match self.class_ids.get(&sig) {
             Some(&c) => c,
@@ -267,6 +271,7 @@ impl Fleet {
     pub fn set_health(&mut self, id: WorkerId, health: Health) -> Health {
         let old = self.workers[id as usize].health;
         if old != health {
+            self.epoch += 1;
             self.unindex(id);
             self.uncount(id);
             self.workers[id as usize].health = health;
@@ -277,6 +282,7 @@ impl Fleet {
     }
 
     pub fn deregister(&mut self, id: WorkerId) {
+        self.epoch += 1;
         self.unindex(id);
         self.uncount(id);
         let w = &mut self.workers[id as usize];
@@ -295,6 +301,7 @@ impl Fleet {
                 .collect::<Vec<_>>(),
         );
         if self.workers[id as usize].warm != warm {
+            self.epoch += 1;
             self.unindex(id);
             self.workers[id as usize].warm = warm;
             self.index(id);
@@ -324,6 +331,7 @@ impl Fleet {
     }
 
     pub fn release(&mut self, id: WorkerId, attempt: (u32, u32), cpu: u32, mem: u32, gpus: u32) {
+        self.epoch += 1;
         self.unindex(id);
         let w = &mut self.workers[id as usize];
         if let Some(pos) = w.active.iter().position(|&a| a == attempt) {

@@ -68,6 +68,8 @@ impl Scheduler {
             self.refresh_tenant(id);
             self.admit_waiting(id, now, out);
         }
+        // Quotas and allowed localities may have changed: every parked bucket looks again.
+        self.fleet.epoch += 1;
         self.dirty = true;
     }
 

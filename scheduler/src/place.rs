@@ -68,9 +68,10 @@ impl Shapes {
         id
     }
 
-    /// Which classes meet the shape's hard constraints, as of the last placement of the shape.
-    pub fn class_ok(&self, shape: u32) -> &[bool] {
-        &self.class_ok[shape as usize]
+    /// The classes that meet the shape's hard constraints, as of the last placement of the
+    /// shape, best static score first.
+    pub fn ranked(&self, shape: u32) -> &[(f64, u32)] {
+        &self.ranked[shape as usize]
     }
 
     fn refresh(&mut self, shape: u32, fleet: &Fleet, weights: &crate::score::Weights) {

@@ -31,6 +31,9 @@ pub(crate) struct Bucket {
     pub model: Option<u32>,
     pub tasks: BTreeSet<Queued>,
     pub reason: Option<PendingReason>,
+    /// Found no worker (or chose to wait) at this fleet epoch; skip it until the epoch moves or,
+    /// for a wait, until the given time.
+    pub parked: Option<(u64, Option<Timestamp>)>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,7 @@ impl ReadyQueue {
                     model,
                     tasks: BTreeSet::new(),
                     reason: None,
+                    parked: None,
                 });
                 (self.buckets.len() - 1) as u32
             })

@@ -76,25 +76,36 @@ impl Scheduler {
             .filter_map(|&b| self.pass_key(b, now))
             .collect();
         // Shapes that found no worker in this pass, with the zones they were limited to.
-        let mut failed: FxHashMap<(u32, Option<u32>), PendingReason> = FxHashMap::default();
+        let mut failed: FxHashMap<(u32, Option<u32>), (PendingReason, Option<Timestamp>)> =
+            FxHashMap::default();
+        let epoch = self.fleet.epoch;
         while let Some(key) = heap.pop() {
             let bucket = key.bucket.0;
             let Some(&head) = self.queue.head(bucket) else {
                 continue;
             };
-            let (tenant, shape) = (
-                self.queue.buckets[bucket as usize].tenant,
-                self.queue.buckets[bucket as usize].shape,
-            );
+            let (tenant, shape, parked) = {
+                let b = &self.queue.buckets[bucket as usize];
+                (b.tenant, b.shape, b.parked)
+            };
+            // Nothing that could place this bucket has changed since it last found no worker.
+            if let Some((e, until)) = parked
+                && e == epoch
+                && until.is_none_or(|u| now < u)
+            {
+                continue;
+            }
             let task = &self.job(head.job).tasks[head.task as usize];
             let tr = &self.tenants[tenant as usize];
             if let Err(block) = policy::task_fits(&tr.quotas, &tr.usage, task.cpu, task.gpus) {
+                self.park(bucket, epoch, None);
                 self.set_reason(bucket, PendingReason::Quota(block), out);
                 continue;
             }
             let zone_key = tr.zones.as_ref().map(|_| tenant);
-            if let Some(reason) = failed.get(&(shape, zone_key)) {
-                let reason = reason.clone();
+            if let Some((reason, until)) = failed.get(&(shape, zone_key)) {
+                let (reason, until) = (reason.clone(), *until);
+                self.park(bucket, epoch, until);
                 self.set_reason(bucket, reason, out);
                 continue;
             }
@@ -121,11 +132,13 @@ impl Scheduler {
                     let wait = (explanation.cold_start && self.strategy == Strategy::Splai)
                         .then(|| self.worth_waiting_for_warm(head, shape, tenant, now))
                         .flatten();
-                    if let Some(reason) = wait {
-                        failed.insert((shape, zone_key), reason.clone());
+                    if let Some((reason, until)) = wait {
+                        failed.insert((shape, zone_key), (reason.clone(), Some(until)));
+                        self.park(bucket, epoch, Some(until));
                         self.set_reason(bucket, reason, out);
                         continue;
                     }
+                    self.queue.buckets[bucket as usize].parked = None;
                     self.queue.remove(bucket, &head);
                     self.assign(head.job, head.task, worker, explanation, now, out);
                     if let Some(k) = self.pass_key(bucket, now) {
@@ -133,7 +146,8 @@ impl Scheduler {
                     }
                 }
                 Err(reason) => {
-                    failed.insert((shape, zone_key), reason.clone());
+                    failed.insert((shape, zone_key), (reason.clone(), None));
+                    self.park(bucket, epoch, None);
                     self.set_reason(bucket, reason, out);
                 }
             }
@@ -150,7 +164,7 @@ impl Scheduler {
         shape: u32,
         tenant: u32,
         now: Timestamp,
-    ) -> Option<PendingReason> {
+    ) -> Option<(PendingReason, Timestamp)> {
         let load = self.settings.model_load_ms;
         let task = &self.job(head.job).tasks[head.task as usize];
         let model = task.model?;
@@ -162,13 +176,12 @@ impl Scheduler {
             return None;
         }
         let zones = self.tenants[tenant as usize].zones.as_ref();
-        let ok = self.shapes.class_ok(shape);
         let s = &self.shapes.list[shape as usize];
         let mut best: Option<(Timestamp, WorkerId)> = None;
-        for (c, class) in self.fleet.classes.iter().enumerate() {
-            if !ok.get(c).copied().unwrap_or(false)
-                || zones.is_some_and(|z| class.sig().zone.is_none_or(|id| !z.contains(id)))
-            {
+        // Only the classes that meet the shape's hard constraints, as placement ranked them.
+        for &(_, c) in self.shapes.ranked(shape) {
+            let class = &self.fleet.classes[c as usize];
+            if zones.is_some_and(|z| class.sig().zone.is_none_or(|id| !z.contains(id))) {
                 continue;
             }
             let Some(warm) = class.warm.get(&model) else {
@@ -212,11 +225,18 @@ impl Scheduler {
         };
         self.arm(recheck, Timer::Recheck);
         self.job_mut(head.job).tasks[head.task as usize].warm_wait_since = Some(since);
-        Some(PendingReason::WaitingForWarmWorker {
-            worker: self.fleet.workers[w as usize].name.clone(),
-            model: self.fleet.models.name(model).clone(),
-            in_ms: free_at.since(now),
-        })
+        Some((
+            PendingReason::WaitingForWarmWorker {
+                worker: self.fleet.workers[w as usize].name.clone(),
+                model: self.fleet.models.name(model).clone(),
+                in_ms: free_at.since(now),
+            },
+            recheck,
+        ))
+    }
+
+    fn park(&mut self, bucket: u32, epoch: u64, until: Option<Timestamp>) {
+        self.queue.buckets[bucket as usize].parked = Some((epoch, until));
     }
 
     pub(crate) fn assign(
