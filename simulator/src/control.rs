@@ -70,6 +70,11 @@ impl Control {
         (self.rec, self.core)
     }
 
+    /// How many jobs have ended so far.
+    pub fn jobs_ended(&self) -> usize {
+        self.arrived - self.open_jobs
+    }
+
     /// Every job has arrived and ended.
     pub fn finished(&self) -> bool {
         self.arrived == self.jobs_total && self.open_jobs == 0

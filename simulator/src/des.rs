@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub check_invariants: bool,
     /// `job/task` whose every decision is logged.
     pub explain: Option<(String, String)>,
+    /// Report progress on standard error once a run has taken more than two seconds.
+    pub progress: bool,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,7 @@ impl Agent {
 pub struct Des<'a> {
     sc: &'a Scenario,
     seed: u64,
+    show_progress: bool,
     ctl: Control,
     queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
@@ -199,6 +202,7 @@ impl<'a> Des<'a> {
         Des {
             sc,
             seed: opts.seed,
+            show_progress: opts.progress,
             ctl,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -253,10 +257,12 @@ impl<'a> Des<'a> {
         let horizon = self.sc.horizon_seconds.saturating_mul(1000);
         // Once every job has ended, the rest of that millisecond still runs.
         let mut finished_at = None;
+        let mut progress = Progress::new(self.show_progress);
         while let Some(Reverse(next)) = self.queue.peek() {
             if next.at > horizon || finished_at.is_some_and(|t| next.at > t) {
                 break;
             }
+            progress.tick(next.at, horizon, self.ctl.jobs_ended(), self.arrivals.len());
             let Some(Reverse(Queued { at, ev, .. })) = self.queue.pop() else {
                 break;
             };
@@ -274,6 +280,7 @@ impl<'a> Des<'a> {
                 finished_at = Some(at);
             }
         }
+        progress.done();
         self.now = finished_at.unwrap_or(horizon);
         self.sample();
         let end = self.now;
@@ -618,5 +625,63 @@ impl<'a> Des<'a> {
             .iter()
             .fold(Busy::default(), |b, a| b.plus(Busy::of(&a.sim)));
         self.ctl.sample(self.now, busy);
+    }
+}
+
+/// A progress line on standard error for long runs: simulated time and jobs ended. It writes
+/// nothing for runs that finish within two seconds, and never touches the outputs.
+struct Progress {
+    on: bool,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    events: u64,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        let now = std::time::Instant::now();
+        Progress {
+            on,
+            started: now,
+            last: now,
+            events: 0,
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, at_ms: u64, horizon_ms: u64, ended: usize, jobs: usize) {
+        self.events += 1;
+        if !self.on || !self.events.is_multiple_of(4096) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(self.started).as_secs() < 2
+            || now.duration_since(self.last).as_millis() < 500
+        {
+            return;
+        }
+        self.last = now;
+        self.shown = true;
+        let done = if jobs == 0 {
+            0.0
+        } else {
+            ended as f64 / jobs as f64
+        };
+        let width = 30;
+        let filled = ((done * width as f64) as usize).min(width);
+        eprint!(
+            "\r[{}{}] {ended}/{jobs} jobs ended, simulated {:.0} s of at most {:.0} s ",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            at_ms as f64 / 1000.0,
+            horizon_ms as f64 / 1000.0
+        );
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
     }
 }

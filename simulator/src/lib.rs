@@ -72,12 +72,22 @@ pub struct RunResult {
 
 impl Run<'_> {
     pub fn execute(self) -> Result<RunResult> {
+        self.execute_with(false)
+    }
+
+    /// Runs, and on long runs reports progress on standard error (the outputs are unchanged).
+    pub fn execute_with_progress(self) -> Result<RunResult> {
+        self.execute_with(true)
+    }
+
+    fn execute_with(self, progress: bool) -> Result<RunResult> {
         let started = Instant::now();
         let opts = RunOptions {
             seed: self.seed,
             strategy: self.strategy,
             check_invariants: self.check_invariants || self.scenario.checks.invariants_every_step,
             explain: self.explain,
+            progress,
         };
         let (recorder, core, _end) = match self.engine {
             Engine::Des => Des::new(self.scenario, opts).run(),

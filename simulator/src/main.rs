@@ -182,8 +182,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 engine,
                 check_invariants,
                 explain: None,
-            }
-            .execute()?;
+            };
+            // A progress line on long runs, for people at a terminal; never in pipes or CI logs.
+            use std::io::IsTerminal;
+            let result = if std::io::stderr().is_terminal() {
+                result.execute_with_progress()?
+            } else {
+                result.execute()?
+            };
             print!("{}", result.table());
             if let Some(dir) = out {
                 result.write(&dir)?;
