@@ -55,7 +55,9 @@ pub struct Load {
 pub struct AgentConfig {
     pub worker: String,
     pub capabilities: Capabilities,
-    /// `host:port` of the control plane's agent endpoint.
+    /// `host:port` of the control plane's agent endpoint, or several separated by commas (one
+    /// per operator replica): the agent tries the next one whenever a connection fails or ends,
+    /// so it finds the replica that leads.
     pub control_plane: String,
     /// The incarnation of the first registration; each crash adds one. A production agent starts
     /// from a number that grows across process restarts, such as its start time in milliseconds.
@@ -210,6 +212,8 @@ pub struct Agent<N: Network, E: Executor> {
     unconfirmed: Vec<Unconfirmed>,
     paused_until: Option<Instant>,
     failures: u32,
+    /// Which of the control-plane endpoints to dial next.
+    endpoint: usize,
 }
 
 impl<N: Network, E: Executor> Agent<N, E> {
@@ -233,6 +237,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
             unconfirmed: Vec::new(),
             paused_until: None,
             failures: 0,
+            endpoint: 0,
         };
         let handle = AgentHandle {
             commands: commands_tx,
@@ -262,6 +267,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
                 Stop::Lost(error) => {
                     self.status
                         .send_modify(|s| s.last_error = Some(Arc::new(error)));
+                    self.endpoint = self.endpoint.wrapping_add(1);
                     let delay = self
                         .config
                         .backoff
@@ -312,7 +318,18 @@ impl<N: Network, E: Executor> Agent<N, E> {
 
     async fn session(&mut self) -> Stop {
         let limit = self.config.connect_timeout;
-        let stream = match timeout(limit, self.net.connect(&self.config.control_plane)).await {
+        let endpoints: Vec<&str> = self
+            .config
+            .control_plane
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let endpoint = endpoints
+            .get(self.endpoint % endpoints.len().max(1))
+            .copied()
+            .unwrap_or(&self.config.control_plane);
+        let stream = match timeout(limit, self.net.connect(endpoint)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Stop::Lost(e.into()),
             Err(_) => {

@@ -45,4 +45,4 @@ pub use messages::{
 #[cfg(feature = "turmoil")]
 pub use net::TurmoilNet;
 pub use net::{Network, TokioNet};
-pub use server::{ControlHandle, Inbound, Server, ServerConfig};
+pub use server::{AckMode, ControlHandle, Inbound, Server, ServerConfig};

@@ -29,6 +29,22 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Control messages queued per worker before [`ControlHandle::send`] refuses more.
     pub outbox_capacity: usize,
+    /// Who answers `register` and `heartbeat`.
+    pub ack: AckMode,
+}
+
+/// When an agent's `register` and `heartbeat` are answered. An answer tells the agent that its
+/// earlier reports arrived, and it then forgets them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckMode {
+    /// As soon as the driver has the message: enough when the driver's state is the truth (the
+    /// simulator).
+    #[default]
+    OnReceipt,
+    /// Only when the driver calls [`ControlHandle::ack`], after it has made what it received
+    /// durable (the operator, after writing statuses). A crash before that loses no report: the
+    /// agent sends it again to the next control plane.
+    ByDriver,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +54,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             outbox_capacity: 1024,
+            ack: AckMode::OnReceipt,
         }
     }
 }
@@ -50,7 +67,15 @@ impl Default for ServerConfig {
 #[derive(Debug)]
 pub enum Inbound {
     /// A message from a worker, as the core's event; feed it to `Scheduler::handle`.
-    Event { worker: String, event: Event },
+    Event {
+        worker: String,
+        event: Event,
+        /// The connection it came on; with [`AckMode::ByDriver`], answer a `register` or
+        /// `heartbeat` by passing it to [`ControlHandle::ack`].
+        connection: u64,
+        /// The message was a `register` or `heartbeat`, which expects an answer.
+        asks: bool,
+    },
     /// A connection ended. For logs and metrics only: the core learns that a worker is gone
     /// from its missing heartbeats, not from a socket.
     Disconnected {
@@ -90,6 +115,28 @@ impl ControlHandle {
                 worker: worker.to_owned(),
             },
         })
+    }
+
+    /// Answers one `register` or `heartbeat` that arrived on `connection` (see
+    /// [`AckMode::ByDriver`]). Does nothing if the worker has since reconnected: an answer
+    /// counts only on the connection whose message it answers.
+    pub fn ack(&self, worker: &str, connection: u64) -> Result<()> {
+        let routes = self.routes();
+        match routes.get(worker) {
+            Some(route) if route.connection == connection => route
+                .outbox
+                .try_send(ControlMessage::Ack)
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => Error::OutboxFull {
+                        worker: worker.to_owned(),
+                        capacity: route.outbox.max_capacity(),
+                    },
+                    TrySendError::Closed(_) => Error::NotConnected {
+                        worker: worker.to_owned(),
+                    },
+                }),
+            _ => Ok(()),
+        }
     }
 
     pub fn is_connected(&self, worker: &str) -> bool {
@@ -248,12 +295,14 @@ impl Connection {
             let inbound = Inbound::Event {
                 worker: worker.clone(),
                 event: message.into(),
+                connection: self.id,
+                asks,
             };
             if self.events.send(inbound).await.is_err() {
                 return Ok(());
             }
             // Answered after the driver has the message, so an answer means "received".
-            if asks {
+            if asks && self.config.ack == AckMode::OnReceipt {
                 writer
                     .send_within(&ControlMessage::Ack, self.config.write_timeout)
                     .await?;

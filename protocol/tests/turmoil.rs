@@ -261,7 +261,7 @@ async fn control_plane(
             None => tokio::select! {
                 biased;
                 inbound = events.recv() => match inbound.expect("the server stopped") {
-                    Inbound::Event { worker, event } => {
+                    Inbound::Event { worker, event, .. } => {
                         journal.lock().unwrap().events.push((now(), worker, event.clone()));
                         event
                     }

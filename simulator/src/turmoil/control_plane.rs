@@ -133,7 +133,7 @@ impl Plane {
             };
             // A connection that ended is for logs only: the core learns that a worker is gone
             // from its missing heartbeats.
-            if let Inbound::Event { worker, event } = message {
+            if let Inbound::Event { worker, event, .. } = message {
                 let order = self.by_name.get(&worker).copied().unwrap_or(usize::MAX);
                 messages.push((order, event));
             }
