@@ -37,3 +37,35 @@ pub enum ConditionStatus {
     False,
     Unknown,
 }
+
+/// Sets the condition of `type_`, keeping its transition time unless its status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let reason = if reason.is_empty() { "Unknown" } else { reason };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status,
+            observed_generation: generation,
+            last_transition_time: now,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        }),
+    }
+}

@@ -1,18 +1,30 @@
-//! SPLAI's Kubernetes operator. Today it holds the four `splai.io/v1alpha1` custom resources, which
-//! wrap the core's specs and statuses, and the CRDs generated from them; the controllers and the
-//! admission webhook come next, as thin drivers of `splai-scheduler`.
+//! SPLAI's Kubernetes operator: the four `splai.io/v1alpha1` custom resources, which wrap the
+//! core's specs and statuses, the CRDs generated from them, and the controllers that drive
+//! `splai-scheduler` against the API server.
+//!
+//! - [`driver`]: the job, scheduler and heartbeat controllers in one synchronous driver of the
+//!   core; it decides what to write, never writes.
+//! - [`flush`]: the writes (statuses, specs, finalizers, Events) and [`artifacts`] (records).
+//! - [`run`]: leader election ([`leader`]), watches, the agent endpoint and `/metrics`.
 //!
 //! Scheduling decisions never live here: they belong to `splai-scheduler`, which must not depend on
 //! this crate, on kube or on tokio.
 
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 mod condition;
 pub mod crd;
+pub mod driver;
+pub mod flush;
+pub mod leader;
+pub mod metrics;
 mod resources;
+pub mod run;
 mod schema;
+pub mod view;
 
-pub use condition::{Condition, ConditionStatus};
+pub use condition::{Condition, ConditionStatus, set_condition};
 pub use resources::{
     ReconcileStatus, SPLAIJob, SPLAIJobSpec, SPLAIJobStatus, SPLAIModelRoute, SPLAIModelRouteSpec,
     SPLAIPolicy, SPLAIPolicySpec, SPLAIWorker, SPLAIWorkerSpec, SPLAIWorkerStatus,

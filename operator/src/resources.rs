@@ -38,7 +38,10 @@ use crate::Condition;
 )]
 pub struct SPLAIJobSpec(pub JobSpec);
 
-/// `SPLAIJob.status`: the core's job status and the Kubernetes bookkeeping around it.
+/// `SPLAIJob.status`: the core's job status, kept compact, and the Kubernetes bookkeeping around
+/// it. A job of thousands of tasks must fit in one etcd object (1.5 MiB), so `tasks` lists only
+/// the tasks worth a look (see [`crate::view`]); `taskPhases` holds every task's phase in one
+/// letter, and the full execution records go to the JSON-lines artifact at `recordsUri`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SPLAIJobStatus {
@@ -47,20 +50,36 @@ pub struct SPLAIJobStatus {
     /// `succeeded/total`, such as `7/10`; what kubectl's Progress column prints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completions: Option<String>,
+    /// One letter per task, in the order of `.spec.tasks`: `W` waiting, `R` ready, `B` retrying
+    /// after a backoff, `A` assigned, `X` running, `S` succeeded, `F` failed, `T` timed out,
+    /// `C` canceled, `K` skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_phases: Option<String>,
+    /// Ready tasks left out of `tasks` to keep the status small.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tasks_not_shown: u32,
+    /// Every attempt of every task (worker, times, outcome, error, artifact, trace), as JSON
+    /// lines; written when the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl SPLAIJobStatus {
-    /// Wraps the core's status for `generation` of the object.
+    /// Wraps the core's status for `generation` of the object, as it is (every task listed).
     pub fn new(job: JobStatus, generation: Option<i64>) -> Self {
         SPLAIJobStatus {
             completions: Some(format!("{}/{}", job.progress.succeeded, job.progress.total)),
             job,
             observed_generation: generation,
-            conditions: Vec::new(),
+            ..SPLAIJobStatus::default()
         }
     }
 }

@@ -405,6 +405,10 @@ pub struct TaskStatus {
     /// The backend an `inference` task was routed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<crate::api::ResolvedRoute>,
+    /// Why the current attempt went to its worker: each term of the score and the runner-up.
+    /// The core does not keep it; drivers fill it in from the assignment's explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<String>,
 }
 
 /// What became of one attempt of one task. The core emits one per finished attempt; drivers keep

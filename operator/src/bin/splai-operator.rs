@@ -1,0 +1,120 @@
+//! `splai-operator`: the SPLAI control plane against any Kubernetes API server.
+//!
+//! It reads the kubeconfig the usual way (in-cluster service account, `$KUBECONFIG`, or
+//! `~/.kube/config`). See operator/README.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use splai_operator::leader::LeaseConfig;
+use splai_operator::metrics::Metrics;
+use splai_operator::run::{OperatorConfig, run, serve_metrics};
+use splai_scheduler::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "SPLAI's Kubernetes operator: job, scheduler and heartbeat controllers"
+)]
+struct Args {
+    /// Watch jobs, policies and routes in this namespace only (default: all namespaces).
+    #[arg(long, env = "SPLAI_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// The namespace of the operator's Lease and of the SPLAIWorkers.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "splai-system")]
+    system_namespace: String,
+    /// This replica's identity in the leader lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[arg(long, default_value = "splai-operator")]
+    lease_name: String,
+    /// Seconds a lease holds without renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Where worker agents connect.
+    #[arg(long, default_value = "0.0.0.0:7400")]
+    agent_listen: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_listen: String,
+    /// Where execution records and result manifests go.
+    #[arg(
+        long,
+        env = "SPLAI_ARTIFACTS",
+        default_value = "file:///var/lib/splai/artifacts"
+    )]
+    artifacts: String,
+    /// Milliseconds between batches of status writes.
+    #[arg(long, default_value_t = 100)]
+    flush_ms: u64,
+    /// Seconds between status writes of a worker whose state did not change.
+    #[arg(long, default_value_t = 30)]
+    worker_refresh_seconds: u64,
+    /// Scheduler settings (weights, thresholds, limits) as YAML or JSON; defaults otherwise.
+    #[arg(long)]
+    settings: Option<std::path::PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let settings = match &args.settings {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading settings from {}", path.display()))?;
+            serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("{}: not valid scheduler settings", path.display()))?
+        }
+        None => Settings::default(),
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "splai-operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = OperatorConfig {
+        namespace: args.namespace,
+        worker_namespace: args.system_namespace.clone(),
+        agent_listen: args.agent_listen,
+        artifacts: args.artifacts,
+        lease: LeaseConfig {
+            namespace: args.system_namespace,
+            name: args.lease_name,
+            identity,
+            duration: Duration::from_secs(args.lease_seconds.max(2)),
+            renew_every: Duration::from_secs((args.lease_seconds / 3).max(1)),
+        },
+        flush_interval: Duration::from_millis(args.flush_ms.max(10)),
+        worker_refresh: Duration::from_secs(args.worker_refresh_seconds.max(1)),
+        settings,
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (set KUBECONFIG, or run in a cluster)")?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+        .await
+        .with_context(|| format!("listening for /metrics on {}", args.metrics_listen))?;
+    tokio::spawn(serve_metrics(listener, metrics.clone()));
+    tokio::select! {
+        result = run(client, config, metrics) => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stepping down");
+            Ok(())
+        }
+    }
+}

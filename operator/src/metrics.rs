@@ -1,0 +1,111 @@
+//! The operator's Prometheus metrics, served as text on `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// One label, such as `[("controller", "job")]`.
+pub type Label = [(&'static str, &'static str); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Watch events and agent messages handled, by controller (`job`, `worker`, `policy`,
+    /// `route`, `agent`).
+    pub reconciles: Family<Label, Counter>,
+    /// Writes that failed and will be tried again, by controller.
+    pub reconcile_errors: Family<Label, Counter>,
+    /// Wall time of each call into the core that assigned at least one task, per assignment.
+    pub decision_seconds: Histogram,
+    pub assignments: Counter,
+    /// Ready tasks waiting for a worker.
+    pub queue_depth: Gauge,
+    pub heartbeats: Counter,
+    /// Writes to the API server, by kind (`job_status`, `job_spec`, `job_meta`, `worker_status`,
+    /// `worker_create`, `event`).
+    pub api_writes: Family<Label, Counter>,
+    /// Jobs this operator tracks, by phase; ended jobs count until deleted.
+    pub jobs: Family<Label, Gauge>,
+    /// Registered workers, by health.
+    pub workers: Family<Label, Gauge>,
+    /// 1 while this replica holds the lease.
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("splai");
+        let m = Metrics {
+            registry: Registry::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            decision_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+            assignments: Counter::default(),
+            queue_depth: Gauge::default(),
+            heartbeats: Counter::default(),
+            api_writes: Family::default(),
+            jobs: Family::default(),
+            workers: Family::default(),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "reconcile",
+            "Watch events and agent messages handled, by controller",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed writes that are retried, by controller",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "scheduling_decision_seconds",
+            "Core time per assignment, for calls that assigned tasks",
+            m.decision_seconds.clone(),
+        );
+        registry.register(
+            "assignments",
+            "Task attempts assigned to workers",
+            m.assignments.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Ready tasks waiting for a worker",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats received from agents",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind",
+            m.api_writes.clone(),
+        );
+        registry.register("jobs", "Jobs by phase", m.jobs.clone());
+        registry.register("workers", "Registered workers by health", m.workers.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The value of a counter family member, for tests and benchmarks.
+    pub fn writes(&self, kind: &'static str) -> u64 {
+        self.api_writes.get_or_create(&[("kind", kind)]).get()
+    }
+}

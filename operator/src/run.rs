@@ -1,0 +1,304 @@
+//! Wiring: leader election, the watches, the agent endpoint, the flusher and the metrics
+//! endpoint around one [`Driver`].
+//!
+//! Only the leader acts. It lists the four resources, rebuilds the core from them, then feeds
+//! the driver from the watches and the agents and flushes its writes every `flush_interval`.
+//! A standby neither watches nor listens for agents; agents that dial it are refused and try the
+//! next endpoint.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use splai_protocol::{AckMode, Inbound, Server, ServerConfig, TokioNet};
+use splai_scheduler::{Settings, Timestamp};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::artifacts::Artifacts;
+use crate::driver::{Driver, DriverConfig, Input, Listed};
+use crate::flush::Flusher;
+use crate::leader::{Elector, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy, SPLAIWorker};
+
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Watch jobs, policies and routes in this namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Where `SPLAIWorker`s live.
+    pub worker_namespace: String,
+    /// Where agents connect, such as `0.0.0.0:7400`.
+    pub agent_listen: String,
+    /// Where the records and results go, such as `file:///var/lib/splai/artifacts`.
+    pub artifacts: String,
+    pub lease: LeaseConfig,
+    /// How often pending writes are flushed to the API.
+    pub flush_interval: Duration,
+    /// Rewrite a heartbeating worker's status at least this often.
+    pub worker_refresh: Duration,
+    pub settings: Settings,
+}
+
+/// Wall-clock time as the core counts it.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Waits to lead, then leads until the lease is lost (an error: the process should exit and
+/// be restarted as a standby) or leading fails.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let elector = Elector::new(client.clone(), config.lease.clone());
+    elector.acquire().await;
+    metrics.leader.set(1);
+    let result = tokio::select! {
+        r = lead(client, &config, metrics.clone()) => r,
+        lost = elector.keep() => Err(lost.into()),
+    };
+    metrics.leader.set(0);
+    result
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn lead(
+    client: Client,
+    config: &OperatorConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let artifacts = Artifacts::open(&config.artifacts)?;
+    let ns = config.namespace.as_deref();
+    let jobs_api: Api<SPLAIJob> = scoped(&client, ns);
+    let workers_api: Api<SPLAIWorker> = Api::namespaced(client.clone(), &config.worker_namespace);
+    let policies_api: Api<SPLAIPolicy> = scoped(&client, ns);
+    let routes_api: Api<SPLAIModelRoute> = scoped(&client, ns);
+
+    // Everything the previous leader left, then the core rebuilt from it.
+    let lp = ListParams::default();
+    let jobs = jobs_api.list(&lp).await.context("listing SPLAIJobs")?.items;
+    let mut listed = Listed {
+        workers: workers_api
+            .list(&lp)
+            .await
+            .context("listing SPLAIWorkers")?
+            .items,
+        policies: policies_api
+            .list(&lp)
+            .await
+            .context("listing SPLAIPolicies")?
+            .items,
+        routes: routes_api
+            .list(&lp)
+            .await
+            .context("listing SPLAIModelRoutes")?
+            .items,
+        ..Listed::default()
+    };
+    for (key, dir) in Listed::running_jobs(&jobs) {
+        let records = artifacts
+            .records(&dir)
+            .await
+            .with_context(|| format!("reading the records of {key}"))?;
+        listed.records.insert(key, records);
+    }
+    listed.jobs = jobs;
+    let restored = listed.jobs.len();
+    let cfg = DriverConfig {
+        worker_namespace: config.worker_namespace.clone(),
+        worker_refresh_ms: u64::try_from(config.worker_refresh.as_millis()).unwrap_or(u64::MAX),
+    };
+    let mut driver = Driver::rebuild(cfg, config.settings.clone(), metrics.clone(), listed, now());
+    tracing::info!(jobs = restored, "rebuilt the scheduler from the API");
+
+    let server_config = ServerConfig {
+        ack: AckMode::ByDriver,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(TokioNet, &config.agent_listen, server_config)
+        .await
+        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
+    let control = server.handle();
+
+    // Every task below ends when `lead` is dropped: the set aborts them.
+    let mut tasks = JoinSet::new();
+    let (tx, mut inputs) = mpsc::channel::<Input>(8192);
+    let (agent_tx, mut agent_rx) = mpsc::channel::<Inbound>(8192);
+    tasks.spawn(server.serve(agent_tx));
+    let forward = tx.clone();
+    tasks.spawn(async move {
+        while let Some(inbound) = agent_rx.recv().await {
+            if forward.send(Input::Agent(inbound)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tasks.spawn(watch(
+        jobs_api,
+        tx.clone(),
+        Input::JobApplied,
+        Input::JobDeleted,
+    ));
+    tasks.spawn(watch(
+        workers_api,
+        tx.clone(),
+        Input::WorkerApplied,
+        Input::WorkerDeleted,
+    ));
+    tasks.spawn(watch(
+        policies_api,
+        tx.clone(),
+        Input::PolicyApplied,
+        Input::PolicyDeleted,
+    ));
+    tasks.spawn(watch(
+        routes_api,
+        tx,
+        Input::RouteApplied,
+        Input::RouteDeleted,
+    ));
+
+    let reporter = Reporter {
+        controller: crate::flush::MANAGER.into(),
+        instance: Some(config.lease.identity.clone()),
+    };
+    let flusher = Flusher {
+        recorder: Arc::new(Recorder::new(client.clone(), reporter)),
+        client,
+        artifacts,
+        metrics,
+    };
+    let (flush_tx, mut flush_rx) = mpsc::channel(1);
+    let (done_tx, mut done_rx) = mpsc::channel(1);
+    tasks.spawn(async move {
+        while let Some(flush) = flush_rx.recv().await {
+            let done = flusher.run(flush).await;
+            if done_tx.send(done).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut flush_tick = tokio::time::interval(config.flush_interval);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flushing = false;
+    loop {
+        let t = now();
+        let wake = match driver.next_wakeup() {
+            Some(at) => {
+                Instant::now() + Duration::from_millis(at.millis().saturating_sub(t.millis()))
+            }
+            None => Instant::now() + Duration::from_secs(3600),
+        };
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => {
+                flushing = false;
+                for (worker, connection) in driver.flushed(done, now()) {
+                    if let Err(e) = control.ack(&worker, connection) {
+                        tracing::debug!(%worker, error = %e, "answering a heartbeat failed");
+                    }
+                }
+            }
+            input = inputs.recv() => match input {
+                Some(input) => driver.input(input, now()),
+                None => anyhow::bail!("every watch and the agent endpoint stopped"),
+            },
+            () = sleep_until(wake) => driver.tick(now()),
+            _ = flush_tick.tick(), if !flushing => {
+                if let Some(flush) = driver.take_flush(now()) {
+                    flushing = true;
+                    flush_tx.send(flush).await.context("the flusher stopped")?;
+                }
+            }
+            Some(ended) = tasks.join_next() => {
+                if let Err(e) = ended {
+                    anyhow::bail!("an operator task failed: {e}");
+                }
+            }
+        }
+        for (worker, message) in driver.outbox.drain(..) {
+            if let Err(e) = control.send(&worker, message) {
+                tracing::debug!(%worker, error = %e, "not sent; the core requeues it if the worker stays away");
+            }
+        }
+    }
+}
+
+/// Feeds one resource's watch into the driver's inputs.
+async fn watch<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Input>,
+    applied: fn(Box<K>) -> Input,
+    deleted: fn(Box<K>) -> Input,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    {
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let input = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => applied(Box::new(o)),
+                Ok(watcher::Event::Delete(o)) => deleted(Box::new(o)),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed; retrying");
+                    continue;
+                }
+            };
+            if tx.send(input).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }));
+    axum::serve(listener, app).await
+}

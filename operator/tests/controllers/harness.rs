@@ -1,0 +1,310 @@
+//! One operator (or two) in this process against the shared real API server, with worker
+//! agents that run a fast fake executor, all in a fresh namespace per test.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource};
+use splai_operator::crd;
+use splai_operator::leader::LeaseConfig;
+use splai_operator::metrics::Metrics;
+use splai_operator::run::{OperatorConfig, run};
+use splai_operator::{SPLAIJob, SPLAIJobSpec};
+use splai_protocol::{
+    Agent, AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment, TokioNet,
+};
+use splai_scheduler::Settings;
+use splai_scheduler::api::{Capabilities, ExecutionRecord, JobPhase, JobSpec};
+use tokio::task::JoinHandle;
+
+/// What the fake executor did: every attempt it finished, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ran {
+    pub worker: String,
+    pub job: String,
+    pub task: String,
+    pub attempt: u32,
+    pub succeeded: bool,
+}
+
+/// Runs a task by its `command`:
+/// - `["sleep", MS]`: succeed after MS milliseconds;
+/// - `["fail", MSG]`: fail with MSG (retryable) every time;
+/// - `["fail-first", N, MSG]`: fail the first N attempts, then succeed;
+/// - `["hang"]`: never finish (until cancelled);
+/// - anything else: succeed after 20 ms.
+#[derive(Clone)]
+pub struct FakeExecutor {
+    pub worker: String,
+    pub log: Arc<Mutex<Vec<Ran>>>,
+}
+
+impl Executor for FakeExecutor {
+    async fn run(&self, task: TaskAssignment) -> Outcome {
+        let command = task
+            .task_spec
+            .as_ref()
+            .map(|s| s.command.clone())
+            .unwrap_or_default();
+        let arg = |i: usize| command.get(i).cloned().unwrap_or_default();
+        let outcome = match arg(0).as_str() {
+            "sleep" => {
+                tokio::time::sleep(Duration::from_millis(arg(1).parse().unwrap_or(20))).await;
+                ok(&task)
+            }
+            "fail" => Outcome::Failed {
+                error: arg(1),
+                retryable: true,
+            },
+            "fail-first" if task.attempt <= arg(1).parse().unwrap_or(0) => Outcome::Failed {
+                error: arg(2),
+                retryable: true,
+            },
+            "hang" => std::future::pending::<Outcome>().await,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                ok(&task)
+            }
+        };
+        self.log.lock().unwrap().push(Ran {
+            worker: self.worker.clone(),
+            job: task.job.clone(),
+            task: task.task.clone(),
+            attempt: task.attempt,
+            succeeded: matches!(outcome, Outcome::Succeeded { .. }),
+        });
+        outcome
+    }
+
+    fn load(&self) -> Load {
+        Load::default()
+    }
+}
+
+fn ok(task: &TaskAssignment) -> Outcome {
+    Outcome::Succeeded {
+        artifact_uri: Some(format!("mem://{}/{}/{}", task.job, task.task, task.attempt)),
+    }
+}
+
+pub struct Harness {
+    pub client: Client,
+    pub ns: String,
+    pub artifacts: PathBuf,
+    /// One agent endpoint per operator replica, by identity.
+    pub endpoints: BTreeMap<String, String>,
+    pub settings: Settings,
+    pub lease_seconds: u64,
+    pub operators: BTreeMap<String, (JoinHandle<Result<()>>, Arc<Metrics>)>,
+    pub agents: BTreeMap<String, (AgentHandle, JoinHandle<()>)>,
+    pub log: Arc<Mutex<Vec<Ran>>>,
+}
+
+/// Fast thresholds, so that lost workers and retries show within seconds.
+pub fn fast_settings() -> Settings {
+    Settings {
+        stale_after_ms: 1_500,
+        lost_after_ms: 3_000,
+        assignment_grace_ms: 3_000,
+        ..Settings::default()
+    }
+}
+
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("an address").to_string()
+}
+
+impl Harness {
+    pub async fn new(test: &str) -> Result<Harness> {
+        let (client, ns) = splai_testbed::namespace(test).await?;
+        install_crds(&client).await?;
+        let artifacts = std::env::temp_dir().join(format!("splai-artifacts-{ns}"));
+        std::fs::create_dir_all(&artifacts)?;
+        Ok(Harness {
+            client,
+            ns,
+            artifacts,
+            endpoints: BTreeMap::new(),
+            settings: fast_settings(),
+            lease_seconds: 3,
+            operators: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            log: Arc::default(),
+        })
+    }
+
+    pub fn config(&mut self, identity: &str) -> OperatorConfig {
+        let endpoint = self
+            .endpoints
+            .entry(identity.to_owned())
+            .or_insert_with(free_port)
+            .clone();
+        OperatorConfig {
+            namespace: Some(self.ns.clone()),
+            worker_namespace: self.ns.clone(),
+            agent_listen: endpoint,
+            artifacts: format!("file://{}", self.artifacts.display()),
+            lease: LeaseConfig {
+                namespace: self.ns.clone(),
+                name: "splai-operator".into(),
+                identity: identity.to_owned(),
+                duration: Duration::from_secs(self.lease_seconds),
+                renew_every: Duration::from_millis(self.lease_seconds * 1000 / 3),
+            },
+            flush_interval: Duration::from_millis(50),
+            worker_refresh: Duration::from_secs(30),
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Starts an operator replica.
+    pub fn operator(&mut self, identity: &str) -> Arc<Metrics> {
+        let config = self.config(identity);
+        let metrics = Arc::new(Metrics::default());
+        let handle = tokio::spawn(run(self.client.clone(), config, metrics.clone()));
+        self.operators
+            .insert(identity.to_owned(), (handle, metrics.clone()));
+        metrics
+    }
+
+    /// Kills a replica as a crash would: no lease release, no last flush.
+    pub async fn kill(&mut self, identity: &str) {
+        if let Some((handle, _)) = self.operators.remove(identity) {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    pub fn metrics(&self, identity: &str) -> Arc<Metrics> {
+        self.operators[identity].1.clone()
+    }
+
+    /// Starts a worker agent that dials every replica's endpoint in turn.
+    pub fn agent(&mut self, name: &str, capabilities: Capabilities) {
+        let endpoints: Vec<String> = self.endpoints.values().cloned().collect();
+        let config = AgentConfig {
+            heartbeat_interval: Duration::from_millis(250),
+            dead_after: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(500),
+            },
+            ..AgentConfig::new(name, endpoints.join(","), capabilities)
+        };
+        let executor = FakeExecutor {
+            worker: name.to_owned(),
+            log: self.log.clone(),
+        };
+        let (agent, handle) = Agent::new(TokioNet, config, executor);
+        let task = tokio::spawn(agent.run());
+        self.agents.insert(name.to_owned(), (handle, task));
+    }
+
+    pub fn agent_handle(&self, name: &str) -> &AgentHandle {
+        &self.agents[name].0
+    }
+
+    pub fn jobs(&self) -> Api<SPLAIJob> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn submit(&self, name: &str, spec: JobSpec) -> Result<SPLAIJob> {
+        let mut job = SPLAIJob::new(name, SPLAIJobSpec(spec));
+        job.meta_mut().namespace = Some(self.ns.clone());
+        Ok(self.jobs().create(&PostParams::default(), &job).await?)
+    }
+
+    /// Waits until the job's phase satisfies `done`; a guard against hanging, not a timing
+    /// assertion.
+    pub async fn wait_job(
+        &self,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&SPLAIJob) -> bool,
+    ) -> Result<SPLAIJob> {
+        let api = self.jobs();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let job = api.get(name).await?;
+            if done(&job) {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "job {name} did not get there within {limit:?}; last status: {}",
+                    serde_json::to_string_pretty(&job.status).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_phase(&self, name: &str, phase: JobPhase) -> Result<SPLAIJob> {
+        self.wait_job(name, Duration::from_secs(90), |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.job.phase == phase && (!phase.is_terminal() || s.records_uri.is_some())
+            })
+        })
+        .await
+    }
+
+    /// The execution records a finished job points to.
+    pub fn records(&self, job: &SPLAIJob) -> Result<Vec<ExecutionRecord>> {
+        let uri = job
+            .status
+            .as_ref()
+            .and_then(|s| s.records_uri.clone())
+            .context("the job has no recordsUri")?;
+        let path = uri.strip_prefix("file://").context("a file:// URI")?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        text.lines()
+            .map(|l| serde_json::from_str(l).context("a record"))
+            .collect()
+    }
+
+    /// Stops every agent and operator.
+    pub async fn shutdown(mut self) {
+        for (_, (handle, task)) in std::mem::take(&mut self.agents) {
+            let _ = handle.shutdown();
+            task.abort();
+        }
+        let ids: Vec<String> = self.operators.keys().cloned().collect();
+        for id in ids {
+            self.kill(&id).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.artifacts);
+    }
+}
+
+pub fn caps(cpu_millis: u32) -> Capabilities {
+    Capabilities {
+        cpu_millis,
+        memory_mib: 16 * 1024,
+        ..Capabilities::default()
+    }
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("splai-tests").force();
+    for c in crd::all() {
+        let name = c.metadata.name.clone().context("a CRD has a name")?;
+        crds.patch(&name, &params, &Patch::Apply(&c)).await?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("{name} was not Established within a minute"))??;
+    }
+    Ok(())
+}

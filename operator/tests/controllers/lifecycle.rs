@@ -1,0 +1,137 @@
+//! Jobs from submission to their end: counters, records, results, retries, timeouts, cancels.
+
+
+use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, RetryPolicy, TaskSpec};
+
+use crate::harness::{Harness, caps};
+
+fn task(id: &str, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        resources: splai_scheduler::api::Resources {
+            cpu_millis: 1000,
+            memory_mib: 256,
+            gpus: 0,
+        },
+        ..TaskSpec::default()
+    }
+}
+
+fn dep(task: &str, on: &[&str]) -> Dependency {
+    Dependency {
+        task: task.into(),
+        depends_on: on.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn diamond() -> JobSpec {
+    JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![
+            task("extract", &[]),
+            task("left", &["sleep", "50"]),
+            task("right", &["sleep", "50"]),
+            task("join", &[]),
+        ],
+        dependencies: vec![
+            dep("left", &["extract"]),
+            dep("right", &["extract"]),
+            dep("join", &["left", "right"]),
+        ],
+        ..JobSpec::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_job_runs_to_completed_with_counters_records_and_a_result_uri() {
+    let mut h = Harness::new("dag-completes").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    h.agent("w2", caps(4000));
+    h.submit("diamond", diamond()).await.unwrap();
+    let job = h.wait_phase("diamond", JobPhase::Completed).await.unwrap();
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.job.progress.total, 4);
+    assert_eq!(status.job.progress.succeeded, 4);
+    assert_eq!(status.completions.as_deref(), Some("4/4"));
+    assert_eq!(status.task_phases.as_deref(), Some("SSSS"));
+    assert_eq!(
+        status.job.result_artifact_uri.as_deref(),
+        Some(format!("mem://{}/diamond/join/1", h.ns).as_str())
+    );
+    let trace = status.job.trace_id.clone().unwrap();
+    assert_eq!(trace.len(), 32);
+    let annotations = job.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("splai.io/trace-id"), Some(&trace));
+    let finished: Vec<_> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == "Finished")
+        .collect();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].reason, "Completed");
+
+    let records = h.records(&job).unwrap();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    for r in &records {
+        assert_eq!(r.outcome, Outcome::Succeeded);
+        assert_eq!(r.attempt, 1);
+        assert!(r.traceparent.contains(&trace), "{r:?}");
+        assert!(r.started_at.is_some());
+    }
+    let end = |t: &str| records.iter().find(|r| r.task == t).unwrap().finished_at;
+    let start = |t: &str| records.iter().find(|r| r.task == t).unwrap().assigned_at;
+    assert!(start("left") >= end("extract"));
+    assert!(start("join") >= end("left").max(end("right")));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_is_retried_then_fails_the_job_and_its_dependents_are_skipped() {
+    let mut h = Harness::new("retries").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    let retry = RetryPolicy {
+        limit: 2,
+        initial_backoff_ms: 100,
+        backoff_factor: 2.0,
+        max_backoff_ms: 1000,
+    };
+    let mut flaky = task("flaky", &["fail-first", "1", "disk full"]);
+    flaky.retry = retry.clone();
+    let mut broken = task("broken", &["fail", "segfault"]);
+    broken.retry = retry;
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![flaky, broken, task("after", &[])],
+        dependencies: vec![dep("after", &["flaky", "broken"])],
+        ..JobSpec::default()
+    };
+    h.submit("flaky", spec).await.unwrap();
+    let job = h.wait_phase("flaky", JobPhase::Failed).await.unwrap();
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.job.progress.succeeded, 1);
+    assert_eq!(status.job.progress.failed, 1);
+    assert_eq!(status.job.progress.skipped, 1);
+    let records = h.records(&job).unwrap();
+    let of = |t: &str| records.iter().filter(|r| r.task == t).collect::<Vec<_>>();
+    // One failure, then success on the retry.
+    let flaky = of("flaky");
+    assert_eq!(flaky.len(), 2, "{flaky:#?}");
+    assert_eq!(flaky[0].outcome, Outcome::Failed);
+    assert_eq!(flaky[1].outcome, Outcome::Succeeded);
+    // The retries back off: the second attempt starts at least the initial backoff later.
+    assert!(flaky[1].assigned_at.millis() >= flaky[0].finished_at.millis() + 100);
+    // Three attempts (one plus two retries), all failed, each with its error.
+    let broken = of("broken");
+    assert_eq!(broken.len(), 3, "{broken:#?}");
+    assert!(
+        broken
+            .iter()
+            .all(|r| r.error.as_deref() == Some("segfault"))
+    );
+    assert!(broken[2].assigned_at.millis() >= broken[1].finished_at.millis() + 200);
+    assert!(of("after").is_empty());
+    h.shutdown().await;
+}

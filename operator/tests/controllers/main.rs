@@ -1,0 +1,5 @@
+//! The operator's controllers against a real kube-apiserver (see `splai-testbed`), with worker
+//! agents in this process running a fast fake executor. One namespace per test.
+
+mod harness;
+mod lifecycle;
