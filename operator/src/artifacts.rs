@@ -120,19 +120,26 @@ impl Artifacts {
         Ok(by_attempt.into_values().collect())
     }
 
-    /// Turns a finished job's chunks into `records.jsonl` and returns its URI.
+    /// Gathers a finished job's chunks into `records.jsonl` and returns its URI. The chunks stay
+    /// until [`Artifacts::drop_chunks`], so doing this again (after a failed status write or a
+    /// restart) gives the same file.
     pub async fn finish(&self, job: &JobDir) -> Result<String, ArtifactError> {
         let records = self.records(job).await?;
         let rel = format!("{}/records.jsonl", job.base());
         self.store
             .put(&self.path(&rel), PutPayload::from(lines(&records)))
             .await?;
+        Ok(self.uri(&rel))
+    }
+
+    /// Deletes a job's chunks, once a status pointing at `records.jsonl` is stored.
+    pub async fn drop_chunks(&self, job: &JobDir) -> Result<(), ArtifactError> {
         let prefix = self.path(&job.chunks());
         let chunks: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         for meta in chunks {
             self.store.delete(&meta.location).await?;
         }
-        Ok(self.uri(&rel))
+        Ok(())
     }
 
     /// Lists a job's results in `results.json` and returns its URI.

@@ -138,6 +138,9 @@ struct JobEntry {
     deleting: bool,
     has_finalizer: bool,
     ended: bool,
+    /// The final status (with the records URI) is written or being written; nothing about the
+    /// job changes after that, so nothing more is written but its finalizer's removal.
+    final_sent: bool,
 }
 
 #[derive(Debug, Default)]
@@ -366,6 +369,7 @@ impl Driver {
                         deleting: false,
                         has_finalizer: has_finalizer(&job),
                         ended: false,
+                        final_sent: false,
                     },
                 );
                 // Cancellations and deletions that came while nobody led are applied below.
@@ -581,6 +585,7 @@ impl Driver {
                 deleting,
                 has_finalizer: true,
                 ended: false,
+                final_sent: false,
             },
         );
         self.metrics
@@ -801,7 +806,15 @@ impl Driver {
             ..Flush::default()
         };
         for (key, e) in &mut self.jobs {
+            if e.final_sent {
+                // Late reports for an ended job change nothing worth writing.
+                e.status_dirty = false;
+                e.records.clear();
+                e.notes.clear();
+            }
+            let release = e.ended && e.deleting && e.has_finalizer;
             let dirty = e.status_dirty
+                || release
                 || e.meta.is_some()
                 || e.planned.is_some()
                 || !e.records.is_empty()
@@ -825,6 +838,9 @@ impl Driver {
                 e.next_chunk += 1;
                 (e.next_chunk, std::mem::take(&mut e.records))
             });
+            let finish = e.ended && e.status_dirty;
+            e.final_sent |= finish;
+            e.has_finalizer &= !release;
             flush.jobs.push(JobWrite {
                 key: key.clone(),
                 dir: e.dir.clone(),
@@ -832,8 +848,8 @@ impl Driver {
                 planned: e.planned.take(),
                 chunk,
                 status,
-                finish: e.ended && e.status_dirty,
-                remove_finalizer: e.ended && e.deleting && e.has_finalizer,
+                finish,
+                remove_finalizer: release,
                 notes: std::mem::take(&mut e.notes),
             });
             e.status_dirty = false;
@@ -917,6 +933,10 @@ impl Driver {
                 continue;
             };
             e.status_dirty |= w.status.is_some() || w.remove_finalizer || w.finish;
+            if w.finish {
+                e.final_sent = false;
+            }
+            e.has_finalizer |= w.remove_finalizer;
             if e.meta.is_none() {
                 e.meta = w.meta;
             }

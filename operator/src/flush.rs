@@ -150,6 +150,12 @@ impl Flusher {
             )
             .await?;
             self.count("job_status");
+            if w.finish
+                && let Err(e) = self.artifacts.drop_chunks(&w.dir).await
+            {
+                // Leftover chunks waste space but change nothing: the status points at the file.
+                tracing::warn!(job = %w.key, error = %e, "deleting record chunks failed");
+            }
         }
         if w.remove_finalizer {
             self.edit_meta(&api, name, |m| {

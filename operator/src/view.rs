@@ -127,30 +127,54 @@ pub fn expand(stored: &SPLAIJobStatus, spec: &JobSpec, records: &[ExecutionRecor
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            if let Some(s) = shown.get(t.id.as_str()) {
-                return (*s).clone();
-            }
-            let phase = letters
-                .get(i)
-                .and_then(|&c| phase_of(c))
-                .unwrap_or(TaskPhase::Waiting);
-            let mut s = TaskStatus {
-                id: t.id.clone(),
-                phase,
-                ..TaskStatus::default()
+            let mut s = match shown.get(t.id.as_str()) {
+                Some(s) => (*s).clone(),
+                None => TaskStatus {
+                    id: t.id.clone(),
+                    phase: letters
+                        .get(i)
+                        .and_then(|&c| phase_of(c))
+                        .unwrap_or(TaskPhase::Waiting),
+                    ..TaskStatus::default()
+                },
             };
-            if let Some(r) = last.get(t.id.as_str()) {
-                s.attempt = r.attempt;
-                s.finished_at = Some(r.finished_at);
-                s.error.clone_from(&r.error);
-            }
-            if phase == TaskPhase::Succeeded
-                && let Some(r) = success.get(t.id.as_str())
-            {
+            if let Some(r) = success.get(t.id.as_str()) {
+                // Records are written before the status that reflects them, so a success the
+                // status has not caught up with is still a success: never run it again.
+                s.phase = TaskPhase::Succeeded;
                 s.attempt = r.attempt;
                 s.finished_at = Some(r.finished_at);
                 s.artifact_uri.clone_from(&r.artifact_uri);
                 s.error = None;
+                s.worker = None;
+                s.score = None;
+            } else if let Some(r) = last.get(t.id.as_str())
+                && r.attempt >= s.attempt
+            {
+                // An attempt ended after the status was written: the next one gets a new
+                // number, and it runs again if its retries allow, as the core would have had it.
+                let in_flight = matches!(s.phase, TaskPhase::Assigned | TaskPhase::Running)
+                    && r.attempt == s.attempt;
+                s.attempt = r.attempt;
+                s.error.clone_from(&r.error);
+                if in_flight || matches!(s.phase, TaskPhase::Ready | TaskPhase::Retrying) {
+                    if r.attempt <= t.retry.limit {
+                        s.phase = TaskPhase::Retrying;
+                        s.not_before = Some(r.finished_at);
+                        s.worker = None;
+                    } else {
+                        // No retry left: restored in flight on its worker, which does not run
+                        // it, so the core fails the task (and settles its dependents) when the
+                        // worker's heartbeats leave it out.
+                        s.phase = TaskPhase::Assigned;
+                        s.worker = Some(r.worker.clone());
+                        s.assigned_at = Some(r.assigned_at);
+                        s.started_at = None;
+                    }
+                }
+                if s.finished_at.is_none() && s.phase.is_terminal() {
+                    s.finished_at = Some(r.finished_at);
+                }
             }
             s
         })
@@ -252,5 +276,64 @@ mod tests {
             Some("file:///a/t0/2")
         );
         assert_eq!(back.tasks[1].worker.as_deref(), Some("w2"));
+    }
+
+    fn record(task: &str, attempt: u32, outcome: Outcome) -> ExecutionRecord {
+        ExecutionRecord {
+            job: "ns/j".into(),
+            task: task.into(),
+            attempt,
+            worker: "w1".into(),
+            assigned_at: Timestamp(10),
+            started_at: Some(Timestamp(11)),
+            finished_at: Timestamp(12),
+            outcome,
+            error: (outcome != Outcome::Succeeded).then(|| "boom".into()),
+            artifact_uri: (outcome == Outcome::Succeeded).then(|| format!("mem://{task}")),
+            traceparent: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_success_recorded_before_its_status_was_written_is_never_run_again() {
+        // The status was written while t0 ran and before t1 was even assigned.
+        let mut full = JobStatus {
+            tasks: vec![task(0, TaskPhase::Running), task(1, TaskPhase::Ready)],
+            ..JobStatus::default()
+        };
+        full.tasks[1].attempt = 0;
+        let stored = compact(full, &HashMap::new(), None);
+        let records = [
+            record("t0", 1, Outcome::Succeeded),
+            record("t1", 1, Outcome::Succeeded),
+        ];
+        let back = expand(&stored, &spec(2), &records);
+        for t in &back.tasks {
+            assert_eq!(t.phase, TaskPhase::Succeeded, "{t:?}");
+            assert_eq!(t.attempt, 1);
+            assert!(t.worker.is_none());
+        }
+    }
+
+    #[test]
+    fn a_failure_recorded_before_its_status_was_written_moves_to_the_next_attempt() {
+        let full = JobStatus {
+            tasks: vec![task(0, TaskPhase::Running), task(1, TaskPhase::Running)],
+            ..JobStatus::default()
+        };
+        let stored = compact(full, &HashMap::new(), None);
+        let mut spec = spec(2);
+        spec.tasks[1].retry.limit = 0;
+        let records = [
+            record("t0", 1, Outcome::Failed),
+            record("t1", 1, Outcome::Failed),
+        ];
+        let back = expand(&stored, &spec, &records);
+        // Retries left: it waits for its next attempt, numbered after the recorded one.
+        assert_eq!(back.tasks[0].phase, TaskPhase::Retrying);
+        assert_eq!(back.tasks[0].attempt, 1);
+        // None left: it stays in flight on its worker, where the core will find it gone.
+        assert_eq!(back.tasks[1].phase, TaskPhase::Assigned);
+        assert_eq!(back.tasks[1].worker.as_deref(), Some("w1"));
     }
 }

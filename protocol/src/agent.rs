@@ -136,6 +136,8 @@ pub struct AgentStatus {
     pub connected: bool,
     /// Why the last connection ended or failed.
     pub last_error: Option<Arc<Error>>,
+    /// Attempts running now.
+    pub running: usize,
 }
 
 /// Controls a running [`Agent`]; the fault hooks are what a simulator injects per worker.
@@ -284,6 +286,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
         // Dropping the set aborts every attempt in it.
         self.tasks = JoinSet::new();
         self.running.clear();
+        self.status.send_modify(|s| s.running = 0);
         self.attempts.clear();
         self.unconfirmed.clear();
         self.paused_until = None;
@@ -436,6 +439,8 @@ impl<N: Network, E: Executor> Agent<N, E> {
                 let handle = self.tasks.spawn(async move { executor.run(*task).await });
                 self.attempts.insert(handle.id(), attempt.clone());
                 self.running.insert(attempt.clone(), handle);
+                let n = self.running.len();
+                self.status.send_modify(|s| s.running = n);
                 let worker = self.config.worker.clone();
                 self.report(link, AgentMessage::Started { worker, attempt })
                     .await?;
@@ -447,6 +452,8 @@ impl<N: Network, E: Executor> Agent<N, E> {
                 if let Some(handle) = self.running.remove(&attempt) {
                     handle.abort();
                 }
+                let n = self.running.len();
+                self.status.send_modify(|s| s.running = n);
             }
         }
         Ok(())
@@ -471,6 +478,8 @@ impl<N: Network, E: Executor> Agent<N, E> {
         let attempt = self.attempts.remove(&id)?;
         // Cancelled just as it finished: the core has already ended this attempt.
         self.running.remove(&attempt)?;
+        let n = self.running.len();
+        self.status.send_modify(|s| s.running = n);
         let worker = self.config.worker.clone();
         Some(match outcome {
             Outcome::Succeeded { artifact_uri } => AgentMessage::Succeeded {

@@ -109,6 +109,12 @@ impl Scheduler {
             s.skip_descendants(j, t, now);
             s.maybe_finish(j, now, &mut out);
         }
+        // A job whose every task ended, though its stored phase had not caught up, ends now.
+        for j in 0..s.jobs.len() as u32 {
+            if s.jobs[j as usize].is_some() {
+                s.maybe_finish(j, now, &mut out);
+            }
+        }
         for t in 0..s.tenants.len() as u32 {
             s.refresh_tenant(t);
             s.admit_waiting(t, now, &mut out);
@@ -270,6 +276,15 @@ impl Scheduler {
                     .count() as u32
             };
             self.job_mut(j).tasks[t as usize].unmet = unmet;
+            // A task whose parents all succeeded is ready, whatever the stored status said (a
+            // driver may learn of a success from its records before its status caught up).
+            if unmet == 0
+                && admitted
+                && !terminal
+                && self.job(j).tasks[t as usize].state == TaskState::Waiting
+            {
+                self.set_state(j, t, TaskState::Ready);
+            }
             let task = &self.job(j).tasks[t as usize];
             match task.state.clone() {
                 TaskState::Ready if admitted && !terminal => {

@@ -195,3 +195,39 @@ fn an_attempt_whose_worker_vanished_during_a_restart_fails_without_budget() {
         Some(format!("worker {gone} was gone after a restart"))
     );
 }
+
+#[test]
+fn a_rebuild_readies_tasks_whose_parents_succeeded_and_ends_jobs_whose_tasks_all_ended() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(2000, 4096));
+    sim.submit("chain", JobBuilder::new("acme").chain(2).build());
+    sim.submit("single", JobBuilder::new("acme").chain(1).build());
+    let mut snapshot = sim.s.snapshot();
+    // A driver learned of successes from its records before the statuses caught up: the first
+    // link and the single task succeeded, yet their jobs still read as running.
+    for job in &mut snapshot.jobs {
+        let first = &mut job.status.tasks[0];
+        first.phase = TaskPhase::Succeeded;
+        first.worker = None;
+        first.finished_at = Some(Timestamp(sim.now));
+    }
+    let (s, effects) = Scheduler::rebuild(
+        sim.s.settings().clone(),
+        Strategy::Splai,
+        7,
+        snapshot,
+        Timestamp(sim.now),
+    );
+    let chain = s.job_status("chain").unwrap();
+    assert_eq!(chain.tasks[0].phase, TaskPhase::Succeeded);
+    assert!(
+        matches!(chain.tasks[1].phase, TaskPhase::Ready | TaskPhase::Assigned),
+        "{chain:#?}"
+    );
+    assert_eq!(s.job_phase("single"), Some(JobPhase::Completed));
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::JobPhaseChanged { job, to: JobPhase::Completed, .. } if &**job == "single"
+    )));
+    s.check_invariants().unwrap();
+}

@@ -13,7 +13,7 @@ use splai_operator::crd;
 use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run};
-use splai_operator::{SPLAIJob, SPLAIJobSpec};
+use splai_operator::{SPLAIJob, SPLAIJobSpec, SPLAIWorker, SPLAIWorkerStatus};
 use splai_protocol::{
     Agent, AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment, TokioNet,
 };
@@ -36,6 +36,7 @@ pub struct Ran {
 /// - `["fail", MSG]`: fail with MSG (retryable) every time;
 /// - `["fail-first", N, MSG]`: fail the first N attempts, then succeed;
 /// - `["hang"]`: never finish (until cancelled);
+/// - `["hang-first", N]`: hang on the first N attempts, then succeed;
 /// - anything else: succeed after 20 ms.
 #[derive(Clone)]
 pub struct FakeExecutor {
@@ -65,6 +66,9 @@ impl Executor for FakeExecutor {
                 retryable: true,
             },
             "hang" => std::future::pending::<Outcome>().await,
+            "hang-first" if task.attempt <= arg(1).parse().unwrap_or(0) => {
+                std::future::pending::<Outcome>().await
+            }
             _ => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 ok(&task)
@@ -186,9 +190,13 @@ impl Harness {
 
     /// Starts a worker agent that dials every replica's endpoint in turn.
     pub fn agent(&mut self, name: &str, capabilities: Capabilities) {
+        self.agent_beating(name, capabilities, Duration::from_millis(250));
+    }
+
+    pub fn agent_beating(&mut self, name: &str, capabilities: Capabilities, every: Duration) {
         let endpoints: Vec<String> = self.endpoints.values().cloned().collect();
         let config = AgentConfig {
-            heartbeat_interval: Duration::from_millis(250),
+            heartbeat_interval: every,
             dead_after: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff {
@@ -208,6 +216,15 @@ impl Harness {
 
     pub fn agent_handle(&self, name: &str) -> &AgentHandle {
         &self.agents[name].0
+    }
+
+    /// Waits until the agent itself runs `n` attempts (what it does, not what the API says).
+    pub async fn wait_agent_running(&self, name: &str, n: usize) -> Result<()> {
+        let mut status = self.agent_handle(name).watch();
+        tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| s.running == n))
+            .await
+            .with_context(|| format!("agent {name} never ran {n} attempts"))??;
+        Ok(())
     }
 
     pub fn jobs(&self) -> Api<SPLAIJob> {
@@ -252,6 +269,28 @@ impl Harness {
             })
         })
         .await
+    }
+
+    /// Waits until the worker's stored status satisfies `done`.
+    pub async fn wait_worker(
+        &self,
+        name: &str,
+        done: impl Fn(&SPLAIWorkerStatus) -> bool,
+    ) -> Result<SPLAIWorkerStatus> {
+        let api: Api<SPLAIWorker> = Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = api.get_opt(name).await?.and_then(|w| w.status);
+            if let Some(s) = &status
+                && done(s)
+            {
+                return Ok(s.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("worker {name} did not get there in a minute; last status: {status:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The execution records a finished job points to.

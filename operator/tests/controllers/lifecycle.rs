@@ -1,6 +1,8 @@
 //! Jobs from submission to their end: counters, records, results, retries, timeouts, cancels.
 
+use std::time::Duration;
 
+use kube::api::{DeleteParams, Patch, PatchParams};
 use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, RetryPolicy, TaskSpec};
 
 use crate::harness::{Harness, caps};
@@ -133,5 +135,107 @@ async fn a_failing_task_is_retried_then_fails_the_job_and_its_dependents_are_ski
     );
     assert!(broken[2].assigned_at.millis() >= broken[1].finished_at.millis() + 200);
     assert!(of("after").is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_timeout_and_the_job_timeout_are_enforced() {
+    let mut h = Harness::new("timeouts").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    let mut slow = task("slow", &["hang"]);
+    slow.timeout_seconds = Some(1);
+    slow.retry.limit = 0;
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![slow],
+        ..JobSpec::default()
+    };
+    h.submit("task-timeout", spec).await.unwrap();
+    let job = h
+        .wait_phase("task-timeout", JobPhase::Failed)
+        .await
+        .unwrap();
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.job.progress.timed_out, 1, "{status:#?}");
+    let records = h.records(&job).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::TimedOut);
+
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("forever", &["hang"]), task("quick", &[])],
+        timeout_seconds: Some(2),
+        ..JobSpec::default()
+    };
+    h.submit("job-timeout", spec).await.unwrap();
+    let job = h.wait_phase("job-timeout", JobPhase::Failed).await.unwrap();
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.job.reason.as_deref(),
+        Some("JobTimedOut"),
+        "{status:#?}"
+    );
+    assert_eq!(status.job.progress.succeeded, 1);
+    assert_eq!(status.job.progress.canceled, 1);
+    // The agent was told to stop the attempt: it no longer runs it.
+    h.wait_worker("w1", |w| w.running_count == 0).await.unwrap();
+    h.wait_agent_running("w1", 0).await.unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_by_its_flag_or_by_deletion_stops_its_tasks() {
+    let mut h = Harness::new("cancel").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(8000));
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("a", &["hang"]), task("b", &["hang"])],
+        ..JobSpec::default()
+    };
+    h.submit("by-flag", spec.clone()).await.unwrap();
+    h.submit("by-delete", spec).await.unwrap();
+    for name in ["by-flag", "by-delete"] {
+        h.wait_job(name, Duration::from_secs(60), |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.job.progress.running == 2)
+        })
+        .await
+        .unwrap();
+    }
+    h.wait_worker("w1", |w| w.running_count == 4).await.unwrap();
+
+    let patch = serde_json::json!({"spec": {"cancel": true}});
+    h.jobs()
+        .patch("by-flag", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let job = h.wait_phase("by-flag", JobPhase::Canceled).await.unwrap();
+    assert_eq!(job.status.unwrap().job.progress.canceled, 2);
+    h.wait_worker("w1", |w| w.running_count == 2).await.unwrap();
+    h.wait_agent_running("w1", 2).await.unwrap();
+
+    let job = h.jobs().get("by-delete").await.unwrap();
+    assert_eq!(
+        job.metadata.finalizers.as_deref(),
+        Some(&["splai.io/stop-tasks".to_owned()][..])
+    );
+    h.jobs()
+        .delete("by-delete", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The finalizer holds the object until the tasks are stopped, then it goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while h.jobs().get_opt("by-delete").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.wait_worker("w1", |w| w.running_count == 0).await.unwrap();
+    h.wait_agent_running("w1", 0).await.unwrap();
     h.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The operator's controllers against a real kube-apiserver (see `splai-testbed`), with worker
 //! agents in this process running a fast fake executor. One namespace per test.
 
+mod faults;
 mod harness;
 mod lifecycle;

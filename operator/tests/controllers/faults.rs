@@ -1,0 +1,203 @@
+//! Lost workers, operator restarts and failover.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use splai_scheduler::api::{Dependency, Health, JobPhase, JobSpec, Outcome, TaskSpec};
+
+use crate::harness::{Harness, caps};
+
+fn task(id: &str, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        resources: splai_scheduler::api::Resources {
+            cpu_millis: 1000,
+            memory_mib: 256,
+            gpus: 0,
+        },
+        ..TaskSpec::default()
+    }
+}
+
+fn chain(n: usize, ms: u64) -> JobSpec {
+    let ms = ms.to_string();
+    JobSpec {
+        tenant: "team-a".into(),
+        tasks: (0..n)
+            .map(|i| task(&format!("step-{i}"), &["sleep", &ms]))
+            .collect(),
+        dependencies: (1..n)
+            .map(|i| Dependency {
+                task: format!("step-{i}"),
+                depends_on: vec![format!("step-{}", i - 1)],
+            })
+            .collect(),
+        ..JobSpec::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_heartbeats_stop_goes_stale_then_lost_and_its_task_finishes_elsewhere() {
+    let mut h = Harness::new("lost-worker").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("long", &["hang-first", "1"])],
+        ..JobSpec::default()
+    };
+    h.submit("survivor", spec).await.unwrap();
+    h.wait_job("survivor", Duration::from_secs(60), |j| {
+        j.status
+            .as_ref()
+            .is_some_and(|s| s.job.progress.running == 1)
+    })
+    .await
+    .unwrap();
+    h.agent("w2", caps(4000));
+    h.wait_worker("w2", |w| w.worker.health == Health::Healthy)
+        .await
+        .unwrap();
+    h.agent_handle("w1")
+        .pause_heartbeats(Duration::from_secs(8))
+        .unwrap();
+    h.wait_worker("w1", |w| w.worker.health == Health::Stale)
+        .await
+        .unwrap();
+    h.wait_worker("w1", |w| w.worker.health == Health::Lost)
+        .await
+        .unwrap();
+    let job = h.wait_phase("survivor", JobPhase::Completed).await.unwrap();
+    let records = h.records(&job).unwrap();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0].worker, "w1");
+    assert_ne!(records[0].outcome, Outcome::Succeeded);
+    assert_eq!(records[1].worker, "w2");
+    assert_eq!(records[1].outcome, Outcome::Succeeded);
+    assert_eq!(records[1].attempt, 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_run_restarts_and_every_job_completes_with_no_result_committed_twice()
+ {
+    let mut h = Harness::new("restart").await.unwrap();
+    h.operator("op-0");
+    for w in ["w1", "w2", "w3"] {
+        h.agent(w, caps(3000));
+    }
+    for i in 0..50 {
+        h.submit(&format!("job-{i:02}"), chain(3, 150))
+            .await
+            .unwrap();
+    }
+    // Kill it once some jobs have finished and others are under way.
+    h.wait_job("job-05", Duration::from_secs(120), |j| {
+        j.status
+            .as_ref()
+            .is_some_and(|s| s.job.phase == JobPhase::Completed)
+    })
+    .await
+    .unwrap();
+    h.kill("op-0").await;
+    let unfinished = h
+        .jobs()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|j| !j.status.as_ref().is_some_and(|s| s.job.phase.is_terminal()))
+        .count();
+    assert!(
+        unfinished > 0,
+        "every job ended before the kill; the test proves nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.operator("op-0");
+
+    let mut committed = 0;
+    for i in 0..50 {
+        let name = format!("job-{i:02}");
+        let job = h.wait_phase(&name, JobPhase::Completed).await.unwrap();
+        let records = h.records(&job).unwrap();
+        let mut successes: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut attempts = BTreeSet::new();
+        for r in &records {
+            assert!(
+                attempts.insert((r.task.as_str(), r.attempt)),
+                "{name}: attempt {} of {} recorded twice",
+                r.attempt,
+                r.task
+            );
+            if r.outcome == Outcome::Succeeded {
+                *successes.entry(r.task.as_str()).or_default() += 1;
+            }
+        }
+        assert_eq!(successes.len(), 3, "{name}: {records:#?}");
+        assert!(
+            successes.values().all(|&n| n == 1),
+            "{name}: a result was committed twice: {records:#?}"
+        );
+        committed += successes.len();
+    }
+    assert_eq!(committed, 150);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_dies() {
+    let mut h = Harness::new("failover").await.unwrap();
+    let a = h.operator("op-a");
+    // Let the first replica win the lease before the second starts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.leader.get() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "op-a never led");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = h.operator("op-b");
+    h.agent("w1", caps(4000));
+    h.agent("w2", caps(4000));
+    h.submit("before", chain(2, 50)).await.unwrap();
+    h.wait_phase("before", JobPhase::Completed).await.unwrap();
+    assert_eq!(b.leader.get(), 0);
+    assert_eq!(b.assignments.get(), 0, "the standby assigned work");
+    assert_eq!(b.writes("job_status"), 0, "the standby wrote a status");
+    assert!(a.assignments.get() >= 2);
+
+    h.kill("op-a").await;
+    h.submit("after", chain(2, 50)).await.unwrap();
+    h.wait_phase("after", JobPhase::Completed).await.unwrap();
+    assert_eq!(b.leader.get(), 1);
+    assert!(b.assignments.get() >= 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_folded_into_worker_status_in_batches_not_one_write_each() {
+    let mut h = Harness::new("heartbeats").await.unwrap();
+    let m = h.operator("op-0");
+    let workers = 60;
+    for i in 0..workers {
+        h.agent_beating(&format!("w{i:03}"), caps(4000), Duration::from_millis(100));
+    }
+    for i in 0..workers {
+        h.wait_worker(&format!("w{i:03}"), |w| w.worker.health == Health::Healthy)
+            .await
+            .unwrap();
+    }
+    let (beats, writes) = (m.heartbeats.get(), m.writes("worker_status"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (beats, writes) = (
+        m.heartbeats.get() - beats,
+        m.writes("worker_status") - writes,
+    );
+    // About 1,800 heartbeats arrived; nothing a status shows changed, so nothing was written.
+    assert!(beats >= 600, "only {beats} heartbeats arrived");
+    assert!(
+        writes * 100 <= beats,
+        "{writes} status writes for {beats} heartbeats"
+    );
+    h.shutdown().await;
+}
