@@ -198,18 +198,6 @@ async fn rejects_job_without_tasks_or_plan() {
 }
 
 #[tokio::test]
-async fn rejects_duplicate_task_ids() {
-    let message = job_rejection("duplicate-ids", |job| {
-        job["spec"]["tasks"][1]["id"] = json!("extract");
-    })
-    .await;
-    assert!(
-        message.contains(r#"spec.tasks[1]: Duplicate value: {"id":"extract"}"#),
-        "{message}"
-    );
-}
-
-#[tokio::test]
 async fn rejects_task_id_with_uppercase_letters() {
     let message = job_rejection("bad-id", |job| {
         job["spec"]["tasks"][0]["id"] = json!("Extract");

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
-use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, RetryPolicy, TaskSpec};
+use splai_scheduler::api::{
+    Dependency, JobPhase, JobSpec, Outcome, PlanKind, PlanSpec, RetryPolicy, TaskSpec,
+};
 
 use crate::harness::{Harness, caps};
 
@@ -101,7 +103,7 @@ async fn a_failing_task_is_retried_then_fails_the_job_and_its_dependents_are_ski
         max_backoff_ms: 1000,
     };
     let mut flaky = task("flaky", &["fail-first", "1", "disk full"]);
-    flaky.retry = retry.clone();
+    flaky.retry = retry;
     let mut broken = task("broken", &["fail", "segfault"]);
     broken.retry = retry;
     let spec = JobSpec {
@@ -237,5 +239,82 @@ async fn cancelling_a_running_job_by_its_flag_or_by_deletion_stops_its_tasks() {
     }
     h.wait_worker("w1", |w| w.running_count == 0).await.unwrap();
     h.wait_agent_running("w1", 0).await.unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_job_of_five_thousand_tasks_completes_within_the_object_size_limit() {
+    let mut h = Harness::new("big-job").await.unwrap();
+    h.operator("op-0");
+    for w in ["w1", "w2", "w3", "w4"] {
+        h.agent(w, caps(32_000));
+    }
+    let mut template = task("shard", &["sleep", "1"]);
+    template.resources.cpu_millis = 500;
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        plan: Some(PlanSpec {
+            kind: PlanKind::MapReduce,
+            count: 4999,
+            template,
+            reduce: None,
+        }),
+        ..JobSpec::default()
+    };
+    h.submit("big", spec).await.unwrap();
+    let job = h
+        .wait_job("big", Duration::from_secs(600), |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.job.phase.is_terminal() && s.records_uri.is_some())
+        })
+        .await
+        .unwrap();
+    // The planner wrote the tasks into the spec.
+    assert_eq!(job.spec.0.tasks.len(), 5000);
+    assert_eq!(job.spec.0.dependencies.len(), 1);
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.job.phase,
+        JobPhase::Completed,
+        "{:?}",
+        status.job.message
+    );
+    assert_eq!(status.job.progress.succeeded, 5000);
+    assert_eq!(status.task_phases.as_deref().map(str::len), Some(5000));
+    assert!(status.job.tasks.is_empty(), "nothing left worth listing");
+    // etcd's default object limit is 1.5 MiB; the whole object stays well under it.
+    let size = serde_json::to_vec(&job).unwrap().len();
+    let part = |v: serde_json::Value| serde_json::to_vec(&v).unwrap().len();
+    assert!(
+        size < 1_000_000,
+        "the job object is {size} bytes: spec {}, status {}, managedFields {}",
+        part(serde_json::to_value(&job.spec).unwrap()),
+        part(serde_json::to_value(&job.status).unwrap()),
+        part(serde_json::to_value(&job.metadata.managed_fields).unwrap()),
+    );
+    let records = h.records(&job).unwrap();
+    assert_eq!(records.len(), 5000);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Succeeded));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_duplicate_task_ids_fails_with_the_core_validators_message() {
+    let mut h = Harness::new("duplicate-ids").await.unwrap();
+    h.operator("op-0");
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("extract", &[]), task("extract", &[])],
+        ..JobSpec::default()
+    };
+    h.submit("twins", spec).await.unwrap();
+    let job = h.wait_phase("twins", JobPhase::Failed).await.unwrap();
+    let status = job.status.unwrap();
+    assert_eq!(status.job.reason.as_deref(), Some("ValidationFailed"));
+    let message = status.job.message.unwrap();
+    assert!(message.contains("must be unique"), "{message}");
+    assert!(message.contains("tasks[1]"), "{message}");
+    assert!(message.contains("extract"), "{message}");
     h.shutdown().await;
 }
