@@ -182,31 +182,44 @@ impl Scheduler {
                 .checked_div(s.gpus)
                 .unwrap_or_else(|| (sig.cpu / s.cpu.max(1)).min(sig.mem / s.mem.max(1)))
         };
-        let (mut total, mut warm) = (0f64, 0f64);
-        let mut named: Option<WorkerId> = None;
-        for &(_, c) in self.shapes.ranked(shape) {
-            let class = &self.fleet.classes[c as usize];
-            if zones.is_some_and(|z| class.sig().zone.is_none_or(|id| !z.contains(id))) {
-                continue;
-            }
-            let per = f64::from(slots(class.sig()));
+        let classes = || {
+            self.shapes.ranked(shape).iter().filter_map(|&(_, c)| {
+                let class = &self.fleet.classes[c as usize];
+                let in_zone =
+                    zones.is_none_or(|z| class.sig().zone.is_some_and(|id| z.contains(id)));
+                in_zone.then(|| (class, f64::from(slots(class.sig()))))
+            })
+        };
+        let (work, all) = self.queue.model_work(model);
+        let (work, all) = (work as f64, all as f64);
+        // Counting every warm worker's slots whole bounds the share from above: most decisions
+        // end here without visiting the warm workers one by one.
+        let (mut total, mut bound) = (0f64, 0f64);
+        for (class, per) in classes() {
             total += per * class.by_load.len() as f64;
+            bound += per * class.warm.get(&model).map_or(0, |s| s.len()) as f64;
+        }
+        if bound <= 0.0 || bound * all < work * total {
+            return None;
+        }
+        let mut warm = 0f64;
+        let mut named: Option<WorkerId> = None;
+        for (class, per) in classes() {
             for &(_, _, w) in class.warm.get(&model).into_iter().flatten() {
                 let models = self.fleet.workers[w as usize].warm.len().max(1);
                 warm += per / models as f64;
                 named.get_or_insert(w);
             }
         }
-        let (work, all) = self.queue.model_work(model);
         let w = named?;
-        if warm <= 0.0 || warm * (all as f64) < (work as f64) * total {
+        if warm * all < work * total {
             return None;
         }
         Some(PendingReason::WarmShareHeld {
             model: self.fleet.models.name(model).clone(),
             worker: self.fleet.workers[w as usize].name.clone(),
             share: warm / total,
-            demand: work as f64 / all.max(1) as f64,
+            demand: work / all.max(1.0),
         })
     }
 
