@@ -115,6 +115,10 @@ pub(crate) struct TaskRt {
     pub route: Option<Box<ResolvedRoute>>,
     /// When the task, ready, first chose to wait for a busy worker with its model warm.
     pub warm_wait_since: Option<Timestamp>,
+    /// The latest start, counted from the job's submission, that still lets the job finish
+    /// within its critical path: the critical path minus the longest path from this task to
+    /// the end (both by duration hints). 0 on the critical path.
+    pub slack_ms: u64,
 }
 
 #[derive(Debug)]
@@ -135,6 +139,8 @@ pub(crate) struct JobRt {
     pub task_ids: FxHashMap<Arc<str>, u32>,
     pub progress: Progress,
     pub trace_id: Arc<str>,
+    /// The job's critical path by duration hints: how long it takes when nothing waits.
+    pub critical_ms: u64,
     /// The spec as admitted, with the planner's tasks.
     pub spec: Arc<JobSpec>,
 }
@@ -387,6 +393,9 @@ impl Scheduler {
             task.timeout_ms,
         );
         self.fleet.reserve(w, (j, t), cpu, mem, gpus, model);
+        if let Some(m) = model {
+            self.queue.count_running(m, true);
+        }
         self.tenants[tenant].usage.take(cpu, mem, gpus);
         if let Some(ms) = timeout {
             self.arm(

@@ -38,6 +38,6 @@ pub use event::{Assignment, CancelReason, Effect, Event, Heartbeat, Ignored};
 pub use place::PendingReason;
 pub use rebuild::{JobRecord, RebuildInput, Snapshot, WorkerRecord};
 pub use score::{Explanation, ScoreTerms, Strategy, Weights};
-pub use settings::{Limits, Settings};
+pub use settings::{Limits, QueueOrder, Settings};
 pub use time::Timestamp;
 pub use validate::{ValidationErrors, ValidationIssue};

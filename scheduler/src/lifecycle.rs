@@ -14,6 +14,8 @@ use crate::place::Shape;
 use crate::policy::{self};
 use crate::queue::Queued;
 use crate::route::{self, RouteQuery};
+use crate::score::Strategy;
+use crate::settings::QueueOrder;
 use crate::time::Timestamp;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -111,6 +113,7 @@ impl Scheduler {
             tasks: Vec::new(),
             task_ids: FxHashMap::default(),
             progress: Progress::default(),
+            critical_ms: 0,
             trace_id,
             spec: Arc::new(JobSpec::default()),
         };
@@ -284,7 +287,25 @@ impl Scheduler {
                 error: None,
                 route,
                 warm_wait_since: None,
+                slack_ms: 0,
             });
+        }
+        // Upward rank: the longest path from each task to the end of the job, by hints.
+        let mut rank = vec![0u64; job.tasks.len()];
+        for &t in job.dag.topological_order().iter().rev() {
+            let after = job
+                .dag
+                .children(t)
+                .iter()
+                .map(|&c| rank[c as usize])
+                .max()
+                .unwrap_or(0);
+            rank[t as usize] = job.tasks[t as usize].hint_ms.saturating_add(after);
+        }
+        let critical = rank.iter().copied().max().unwrap_or(0);
+        job.critical_ms = critical;
+        for (task, r) in job.tasks.iter_mut().zip(rank) {
+            task.slack_ms = critical - r;
         }
         job.progress = Progress {
             total: spec.tasks.len() as u32,
@@ -386,10 +407,21 @@ impl Scheduler {
 
     pub(crate) fn queued(&self, j: u32, t: u32) -> (u32, Queued) {
         let job = self.job(j);
+        let task = &job.tasks[t as usize];
+        // The splai policy runs first the jobs that would finish first if run alone (their
+        // submission plus critical path), and inside a job the tasks with the least slack; the
+        // baselines take jobs in arrival order.
+        let (due, slack) = match (self.strategy, self.settings.queue_order) {
+            (Strategy::Splai, QueueOrder::CriticalPath) => {
+                (job.submitted.plus_ms(job.critical_ms), task.slack_ms)
+            }
+            _ => (job.submitted, 0),
+        };
         (
-            job.tasks[t as usize].bucket,
+            task.bucket,
             Queued {
-                submitted: job.submitted,
+                due,
+                slack,
                 job_seq: job.seq,
                 job: j,
                 task: t,
@@ -423,8 +455,14 @@ impl Scheduler {
         let Some((w, at, started, cold)) = task.state.active() else {
             return;
         };
-        let (cpu, mem, gpus, attempt, hint) =
-            (task.cpu, task.mem, task.gpus, task.attempt, task.hint_ms);
+        let (cpu, mem, gpus, attempt, hint, model) = (
+            task.cpu,
+            task.mem,
+            task.gpus,
+            task.attempt,
+            task.hint_ms,
+            task.model,
+        );
         let traceparent = traceparent(&job.trace_id, &job.key, &task.id, attempt);
         let record = crate::api::ExecutionRecord {
             job: job.key.to_string(),
@@ -441,6 +479,9 @@ impl Scheduler {
         };
         let tenant = job.tenant as usize;
         self.fleet.release(w, (j, t), cpu, mem, gpus);
+        if let Some(m) = model {
+            self.queue.count_running(m, false);
+        }
         self.tenants[tenant].usage.give_back(cpu, mem, gpus);
         out.push(Effect::AttemptEnded(Box::new(record)));
         self.dirty = true;

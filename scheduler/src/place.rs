@@ -137,6 +137,16 @@ pub enum PendingReason {
         model: Arc<str>,
         in_ms: u64,
     },
+    /// The model already holds its share of warm capacity: the task waits for a worker that has
+    /// it warm rather than load it cold and evict another model.
+    WarmShareHeld {
+        model: Arc<str>,
+        worker: Arc<str>,
+        /// The model's share of the warm task slots.
+        share: f64,
+        /// The model's share of the queued and running work.
+        demand: f64,
+    },
     AllBusy {
         eligible: u32,
         cpu: u32,
@@ -205,6 +215,17 @@ impl fmt::Display for PendingReason {
                 f,
                 "waiting about {:.1}s for {worker}, which has model {model} warm, rather than loading it cold elsewhere",
                 *in_ms as f64 / 1000.0
+            ),
+            WarmShareHeld {
+                model,
+                worker,
+                share,
+                demand,
+            } => write!(
+                f,
+                "waiting for a worker with model {model} warm, such as {worker}: it holds {:.1}% of the warm slots for {:.1}% of the work, so a cold load would only evict another model",
+                share * 100.0,
+                demand * 100.0
             ),
             Quota(q) => write!(f, "{q}"),
         }

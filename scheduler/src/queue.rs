@@ -13,10 +13,12 @@ use rustc_hash::FxHashMap;
 use crate::place::PendingReason;
 use crate::time::Timestamp;
 
-/// A queued task, ordered by its job's age.
+/// A queued task, ordered by its job's due time, then its slack (see `Settings::queue_order`;
+/// in arrival order the due time is the job's submission and the slack 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Queued {
-    pub submitted: Timestamp,
+    pub due: Timestamp,
+    pub slack: u64,
     pub job_seq: u64,
     pub job: u32,
     pub task: u32,
@@ -45,6 +47,8 @@ pub(crate) struct ReadyQueue {
     pub len: usize,
     /// Queued tasks per model id: the demand a model load would serve or an eviction would hurt.
     pub demand: Vec<u32>,
+    /// Attempts in flight per model id: with `demand`, how much work each model has.
+    pub running: Vec<u32>,
 }
 
 impl ReadyQueue {
@@ -94,6 +98,30 @@ impl ReadyQueue {
             }
         }
         removed
+    }
+
+    /// An attempt of a task with this model started (`+1`) or ended (`-1`).
+    pub fn count_running(&mut self, model: u32, started: bool) {
+        let m = model as usize;
+        if self.running.len() <= m {
+            self.running.resize(m + 1, 0);
+        }
+        if started {
+            self.running[m] += 1;
+        } else {
+            self.running[m] = self.running[m].saturating_sub(1);
+        }
+    }
+
+    /// A model's work (queued and running tasks) and that of all models.
+    pub fn model_work(&self, model: u32) -> (u64, u64) {
+        let m = model as usize;
+        let of = |v: &[u32]| u64::from(v.get(m).copied().unwrap_or(0));
+        let all = |v: &[u32]| v.iter().map(|&x| u64::from(x)).sum::<u64>();
+        (
+            of(&self.demand) + of(&self.running),
+            all(&self.demand) + all(&self.running),
+        )
     }
 
     pub fn head(&self, bucket: u32) -> Option<&Queued> {

@@ -176,6 +176,7 @@ impl Scheduler {
             tasks: Vec::new(),
             task_ids: FxHashMap::default(),
             progress: Progress::default(),
+            critical_ms: 0,
             trace_id: status
                 .trace_id
                 .clone()

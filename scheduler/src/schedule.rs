@@ -23,7 +23,9 @@ impl Scheduler {
         let b = &self.queue.buckets[bucket as usize];
         let head = b.tasks.first()?;
         let aging = self.settings.aging_interval_ms.max(1);
-        let boost = (now.since(head.submitted) / aging) as i64;
+        // Waiting work gains a level per interval since its job was submitted, so lower
+        // priorities never starve, whatever the order inside a level.
+        let boost = (now.since(self.job(head.job).submitted) / aging) as i64;
         let u = &self.tenants[b.tenant as usize].usage;
         let f = &self.fleet;
         let share = |used: u64, total: u64| {
@@ -39,7 +41,7 @@ impl Scheduler {
         Some(PassKey {
             effective_priority: i64::from(b.priority) + boost,
             inverse_share: u64::MAX - (dominant.clamp(0.0, 1e6) * 1e9) as u64,
-            inverse_age: Reverse((head.submitted, head.job_seq)),
+            inverse_age: Reverse((head.due, head.job_seq)),
             bucket: Reverse(bucket),
         })
     }
@@ -129,7 +131,16 @@ impl Scheduler {
             };
             match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
                 Ok((worker, explanation)) => {
-                    let wait = (explanation.cold_start && self.strategy == Strategy::Splai)
+                    let splai_cold = explanation.cold_start && self.strategy == Strategy::Splai;
+                    if splai_cold
+                        && let Some(reason) = self.warm_share_suffices(head, shape, tenant)
+                    {
+                        failed.insert((shape, zone_key), (reason.clone(), None));
+                        self.park(bucket, epoch, None);
+                        self.set_reason(bucket, reason, out);
+                        continue;
+                    }
+                    let wait = splai_cold
                         .then(|| self.worth_waiting_for_warm(head, shape, tenant, now))
                         .flatten();
                     if let Some((reason, until)) = wait {
@@ -152,6 +163,64 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Whether a task whose best free worker would load its model cold should rather wait for
+    /// the workers that have its model warm, because the model already holds its share of the
+    /// warm capacity: its share of the task slots, on the workers able to run the task, that
+    /// have it warm is at least its share of the work (queued and running tasks) of all models.
+    /// A worker with several models warm counts its slots in equal parts to each. A model below
+    /// its share is loaded cold, which adds a replica where the demand is; one at its share is
+    /// served by the replicas it has, and a cold load would only evict another model's.
+    fn warm_share_suffices(&self, head: Queued, shape: u32, tenant: u32) -> Option<PendingReason> {
+        let model = self.job(head.job).tasks[head.task as usize].model?;
+        let zones = self.tenants[tenant as usize].zones.as_ref();
+        let s = &self.shapes.list[shape as usize];
+        // How many such tasks fit on an empty worker of a class: by GPUs for a GPU task.
+        let slots = |sig: &crate::fleet::ClassSig| -> u32 {
+            sig.gpus
+                .checked_div(s.gpus)
+                .unwrap_or_else(|| (sig.cpu / s.cpu.max(1)).min(sig.mem / s.mem.max(1)))
+        };
+        let classes = || {
+            self.shapes.ranked(shape).iter().filter_map(|&(_, c)| {
+                let class = &self.fleet.classes[c as usize];
+                let in_zone =
+                    zones.is_none_or(|z| class.sig().zone.is_some_and(|id| z.contains(id)));
+                in_zone.then(|| (class, f64::from(slots(class.sig()))))
+            })
+        };
+        let (work, all) = self.queue.model_work(model);
+        let (work, all) = (work as f64, all as f64);
+        // Counting every warm worker's slots whole bounds the share from above: most decisions
+        // end here without visiting the warm workers one by one.
+        let (mut total, mut bound) = (0f64, 0f64);
+        for (class, per) in classes() {
+            total += per * class.by_load.len() as f64;
+            bound += per * class.warm.get(&model).map_or(0, |s| s.len()) as f64;
+        }
+        if bound <= 0.0 || bound * all < work * total {
+            return None;
+        }
+        let mut warm = 0f64;
+        let mut named: Option<WorkerId> = None;
+        for (class, per) in classes() {
+            for &(_, _, w) in class.warm.get(&model).into_iter().flatten() {
+                let models = self.fleet.workers[w as usize].warm.len().max(1);
+                warm += per / models as f64;
+                named.get_or_insert(w);
+            }
+        }
+        let w = named?;
+        if warm * all < work * total {
+            return None;
+        }
+        Some(PendingReason::WarmShareHeld {
+            model: self.fleet.models.name(model).clone(),
+            worker: self.fleet.workers[w as usize].name.clone(),
+            share: warm / total,
+            demand: work / all.max(1.0),
+        })
     }
 
     /// Whether a task whose best free worker would load its model cold should rather wait for

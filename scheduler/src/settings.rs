@@ -37,6 +37,24 @@ pub struct Settings {
     pub warm_wait_fraction: f64,
     /// Weight of the newest observation in a worker's observed speed (0 keeps the spec's speed).
     pub speed_smoothing: f64,
+    /// How the splai policy orders ready tasks of equal priority and tenant share (the baseline
+    /// policies always use `arrival`).
+    pub queue_order: QueueOrder,
+}
+
+/// The order of ready tasks of equal priority and tenant share.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum QueueOrder {
+    /// Jobs by when they would finish if nothing waited (submission plus critical path, by
+    /// duration hints), earliest first; inside a job, tasks by slack (the critical path minus
+    /// the longest path from the task to the job's end), least first. Short jobs are not held
+    /// up behind long ones, equal jobs keep their arrival order, and a job's critical tasks run
+    /// before those that can wait.
+    #[default]
+    CriticalPath,
+    /// First come, first served: tasks in the order their jobs were submitted.
+    Arrival,
 }
 
 impl Default for Settings {
@@ -55,6 +73,7 @@ impl Default for Settings {
             model_load_ms: 30_000,
             warm_wait_fraction: 0.5,
             speed_smoothing: 0.2,
+            queue_order: QueueOrder::CriticalPath,
         }
     }
 }

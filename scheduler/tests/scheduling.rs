@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use splai_scheduler::api::*;
 use splai_scheduler::score::Term;
-use splai_scheduler::{Effect, Event, Settings, Strategy};
+use splai_scheduler::{Effect, Event, QueueOrder, Settings, Strategy};
 
 fn gpu(n: u32) -> Capabilities {
     Capabilities {
@@ -637,4 +637,132 @@ fn a_cold_load_goes_where_it_evicts_no_model_that_tasks_are_waiting_for() {
     let r = a.explanation.runner_up.as_ref().unwrap();
     assert_eq!((&*r.worker, r.lost_on), ("keeps-a", Term::ModelWarmCache));
     assert!(a.explanation.terms.model_warm_cache > r.terms.model_warm_cache);
+}
+
+fn lasting(mut t: TaskSpec, ms: u64) -> TaskSpec {
+    t.expected_duration_ms = Some(ms);
+    t
+}
+
+/// One worker that runs one task at a time, a long job of two ten-minute tasks, then a short
+/// job of one ten-second task; returns the order the tasks ran in.
+fn long_then_short(strategy: Strategy, queue_order: QueueOrder) -> Vec<String> {
+    let settings = Settings {
+        queue_order,
+        ..Settings::default()
+    };
+    let mut sim = Sim::with(settings, strategy);
+    sim.worker("w", caps(1000, 1024));
+    sim.submit(
+        "long",
+        JobBuilder::new("acme")
+            .task(lasting(task("a"), 600_000))
+            .task(lasting(task("b"), 600_000))
+            .build(),
+    );
+    sim.now += 1_000;
+    sim.submit(
+        "short",
+        JobBuilder::new("acme")
+            .task(lasting(task("s"), 10_000))
+            .build(),
+    );
+    let first = sim.assignments()[0];
+    let (job, t) = (first.job.to_string(), first.task.to_string());
+    sim.succeed(&job, &t);
+    let second = sim.assignments()[1];
+    let (job, t) = (second.job.to_string(), second.task.to_string());
+    sim.succeed(&job, &t);
+    sim.assignments()
+        .iter()
+        .map(|a| format!("{}/{}", a.job, a.task))
+        .collect()
+}
+
+#[test]
+fn a_short_job_runs_before_the_waiting_tasks_of_a_long_job_under_critical_path_order() {
+    assert_eq!(
+        long_then_short(Strategy::Splai, QueueOrder::CriticalPath),
+        ["long/a", "short/s", "long/b"]
+    );
+}
+
+#[test]
+fn arrival_order_and_the_baselines_serve_jobs_first_come_first_served() {
+    let fifo = ["long/a", "long/b", "short/s"];
+    assert_eq!(long_then_short(Strategy::Splai, QueueOrder::Arrival), fifo);
+    assert_eq!(
+        long_then_short(Strategy::LeastLoaded, QueueOrder::CriticalPath),
+        fifo
+    );
+}
+
+#[test]
+fn inside_a_job_the_task_on_the_critical_path_runs_first() {
+    let job = || {
+        JobBuilder::new("acme")
+            .task(lasting(task("quick"), 10_000))
+            .task(lasting(task("slow"), 600_000))
+            .build()
+    };
+    for (order, first) in [
+        (QueueOrder::CriticalPath, "slow"),
+        (QueueOrder::Arrival, "quick"),
+    ] {
+        let settings = Settings {
+            queue_order: order,
+            ..Settings::default()
+        };
+        let mut sim = Sim::with(settings, Strategy::Splai);
+        sim.worker("w", caps(1000, 1024));
+        sim.submit("j", job());
+        assert_eq!(&*sim.assignments()[0].task, first, "{order:?}");
+    }
+}
+
+#[test]
+fn a_model_holding_its_share_of_warm_workers_waits_for_them_rather_than_load_cold() {
+    let mut sim = two_model_workers();
+    let one_gpu = || Capabilities {
+        gpus: 1,
+        models: vec!["*".into()],
+        ..caps(8000, 8192)
+    };
+    sim.worker("warm-2", one_gpu());
+    sim.heartbeat("warm-2", &["llama"]);
+    for j in ["a", "b"] {
+        sim.submit(
+            j,
+            JobBuilder::new("acme")
+                .task(gpu_inference("t", 600_000))
+                .build(),
+        );
+        assert!(sim.assigned(j, "t").unwrap().worker.starts_with("warm"));
+    }
+    // Three queued qwen tasks no worker can run yet: llama has two of the three warm slots for
+    // half of the work.
+    for j in ["q1", "q2", "q3"] {
+        let mut t = inference("t", "qwen");
+        t.resources.gpus = 2;
+        sim.submit(j, JobBuilder::new("acme").task(t).build());
+    }
+    sim.submit(
+        "c",
+        JobBuilder::new("acme")
+            .task(gpu_inference("t", 10_000))
+            .build(),
+    );
+    assert!(
+        sim.assigned("c", "t").is_none(),
+        "it does not load llama on `cold`"
+    );
+    let reason = sim.task("c", "t").pending_reason.unwrap();
+    assert!(
+        reason.starts_with("waiting for a worker with model llama warm")
+            && reason.contains("66.7% of the warm slots for 50.0% of the work"),
+        "{reason}"
+    );
+    sim.succeed("a", "t");
+    let a = sim.assigned("c", "t").unwrap();
+    assert_eq!((&*a.worker, a.explanation.cold_start), ("warm", false));
 }

@@ -105,12 +105,17 @@ enum Import {
         batch_task_csv: PathBuf,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
-        /// Machines (96 cores each).
+        /// cluster-trace-gpu-v2023 node list to take CPU-only workers from (evenly through the
+        /// list); without it, machines of 96 cores.
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// Nodes in the fleet.
         #[arg(long, default_value_t = 10)]
         workers: u32,
         /// Keep the first K jobs by arrival.
         #[arg(long)]
         jobs: Option<usize>,
+        /// Offered cpu load while jobs arrive, with every task started as early as its DAG allows.
         #[arg(long, default_value_t = 0.7)]
         load: f64,
         /// Cap on the parallel instances one task stands for.
@@ -291,6 +296,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Import::V2018 {
                     batch_task_csv,
                     out,
+                    fleet,
                     workers,
                     jobs,
                     load,
@@ -299,6 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } => {
                     let opts = splai_sim::import::v2018::Options {
                         jobs,
+                        fleet: fleet.as_deref(),
                         workers,
                         load,
                         max_instances,

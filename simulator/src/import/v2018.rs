@@ -5,22 +5,33 @@
 //! depends on task 1, `J5_3_4` on tasks 3 and 4); names not of that form are independent tasks.
 //! A task's `instance_num` parallel instances become one task holding `min(instances,
 //! maxInstances)` times the per-instance cpu and memory, for the task's measured duration.
-//! A job is kept only if all its rows are clean and `Terminated`. Arrival times keep their
-//! order and spacing, scaled so the fleet sees the requested cpu load.
+//! A job is kept only if all its rows are clean and `Terminated`.
+//!
+//! The fleet is either `workers` machines of the trace's own shape (96 cores), or, with a
+//! cluster-trace-gpu-v2023 node list, `workers` of its CPU-only nodes taken at even steps
+//! through the list, so the mix of node shapes follows the list's.
+//!
+//! Arrival times keep their order and spacing, scaled so that the fleet is loaded to `load`
+//! while jobs arrive: if every task started as soon as its parents finished, the cpu in use
+//! would average `load` of the fleet's between the first and the last arrival. Counting each
+//! job's work as spread over the arrival span instead misjudges the load badly, because most of
+//! the work belongs to jobs whose critical paths are longer than that span.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use splai_scheduler::api::{Capabilities, Dependency, JobSpec, Resources, TaskKind, TaskSpec};
 
 use super::{Report, records};
 use crate::scenario::{Checks, ColdStart, JobArrival, Scenario, WorkerGroup, Workload};
 
-pub struct Options {
+pub struct Options<'a> {
     pub jobs: Option<usize>,
+    /// A cluster-trace-gpu-v2023 node list to take CPU-only nodes from.
+    pub fleet: Option<&'a Path>,
     pub workers: u32,
-    /// Offered cpu load: arrivals are compressed (or stretched) to reach it on `workers`.
+    /// Offered cpu load: arrivals are compressed (or stretched) to reach it on the fleet.
     pub load: f64,
     pub max_instances: u32,
     /// Jobs with a task longer than this are dropped (and counted): a handful of hours-long tasks
@@ -31,6 +42,12 @@ pub struct Options {
 /// Machines of the trace: 96 cores and (normalised) memory 100, taken as 96 GiB.
 const MACHINE_CPU: u32 = 96_000;
 const MACHINE_MEM: u32 = 98_304;
+
+/// One imported job before its arrival is scaled: per task, its earliest start after the
+/// job's arrival (every parent done) and its run time and cpu.
+struct Profile {
+    tasks: Vec<(u64, u64, u32)>,
+}
 
 struct Row {
     name: String,
@@ -53,8 +70,37 @@ fn parse_name(name: &str) -> Option<(u32, Vec<u32>)> {
     Some((id, parents?))
 }
 
-pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, Report)> {
+pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
     let mut report = Report::default();
+    let fleet = match opts.fleet {
+        Some(p) => cpu_fleet(p, opts.workers, &mut report)?,
+        None => vec![WorkerGroup {
+            group: "machine".into(),
+            count: opts.workers.max(1),
+            capabilities: Capabilities {
+                cpu_millis: MACHINE_CPU,
+                memory_mib: MACHINE_MEM,
+                ..Capabilities::default()
+            },
+            warm_models: Vec::new(),
+            max_warm_models: 1,
+        }],
+    };
+    // No task may be larger than the largest node, or its job could never finish.
+    let max_cpu = fleet
+        .iter()
+        .map(|g| g.capabilities.cpu_millis)
+        .max()
+        .unwrap_or(1);
+    let max_mem = fleet
+        .iter()
+        .map(|g| g.capabilities.memory_mib)
+        .max()
+        .unwrap_or(1);
+    let capacity: f64 = fleet
+        .iter()
+        .map(|g| f64::from(g.count) * f64::from(g.capabilities.cpu_millis))
+        .sum();
     let mut jobs: BTreeMap<String, (bool, Vec<Row>)> = BTreeMap::new();
     for rec in records(path, false)?.records() {
         report.rows_read += 1;
@@ -120,7 +166,7 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
     }
     let first = kept.first().map_or(0, |j| j.0);
     let mut arrivals = Vec::new();
-    let mut cpu_work = 0f64;
+    let mut profiles = Vec::new();
     let mut last_arrival = 0u64;
     for (arrival, name, rows) in kept {
         let mut tasks = Vec::new();
@@ -136,11 +182,10 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
                 ids.insert(n, id.clone());
             }
             let scale = f64::from(r.instances.min(opts.max_instances.max(1)));
-            let cpu = ((r.cpu * 10.0 * scale) as u32).clamp(1, MACHINE_CPU);
-            let mem =
-                ((r.mem / 100.0 * f64::from(MACHINE_MEM) * scale) as u32).clamp(1, MACHINE_MEM);
+            let cpu = ((r.cpu * 10.0 * scale) as u32).clamp(1, MACHINE_CPU.min(max_cpu));
+            let mem = ((r.mem / 100.0 * f64::from(MACHINE_MEM) * scale) as u32)
+                .clamp(1, MACHINE_MEM.min(max_mem));
             let ms = ((r.end - r.start) * 1000).max(1000);
-            cpu_work += f64::from(cpu) * ms as f64;
             durations.insert(id.clone(), ms);
             tasks.push(TaskSpec {
                 id: id.clone(),
@@ -185,11 +230,32 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
             dependencies,
             ..JobSpec::default()
         };
-        if let Err(e) = splai_scheduler::dag::validate(&spec, &Default::default()) {
-            report.skip("job whose rebuilt DAG is invalid");
-            report.notes.push(format!("{name}: {e}"));
-            continue;
+        let dag = match splai_scheduler::dag::validate(&spec, &Default::default()) {
+            Ok(dag) => dag,
+            Err(e) => {
+                report.skip("job whose rebuilt DAG is invalid");
+                report.notes.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let run = |t: u32| durations[&spec.tasks[t as usize].id];
+        let mut earliest = vec![0u64; spec.tasks.len()];
+        for &t in dag.topological_order() {
+            earliest[t as usize] = dag
+                .parents(t)
+                .iter()
+                .map(|&p| earliest[p as usize] + run(p))
+                .max()
+                .unwrap_or(0);
         }
+        profiles.push(Profile {
+            tasks: (0..spec.tasks.len() as u32)
+                .map(|t| {
+                    let cpu = spec.tasks[t as usize].resources.cpu_millis;
+                    (earliest[t as usize], run(t), cpu)
+                })
+                .collect(),
+        });
         report.jobs_kept += 1;
         report.tasks_kept += spec.tasks.len() as u64;
         let at_ms = (arrival - first) * 1000;
@@ -201,15 +267,16 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
             durations_ms: durations,
         });
     }
-    let span_ms = (last_arrival as f64).max(1.0);
-    let workers = opts.workers.max(1);
-    let squeeze = cpu_work / (opts.load * f64::from(workers) * f64::from(MACHINE_CPU) * span_ms);
+    let at: Vec<f64> = arrivals.iter().map(|a| a.at_ms as f64).collect();
+    let squeeze = squeeze_for_load(&at, &profiles, capacity, opts.load);
     for a in &mut arrivals {
         a.at_ms = (a.at_ms as f64 * squeeze) as u64;
     }
     let last_arrival = (last_arrival as f64 * squeeze) as u64;
     report.notes.push(format!(
-        "fleet: {workers} machines of 96 cores; arrivals compressed {:.1}x to an offered cpu load of {:.2}",
+        "fleet: {} nodes, {:.0} cores; arrivals compressed {:.1}x to an offered cpu load of {:.2} while jobs arrive",
+        fleet.iter().map(|g| g.count).sum::<u32>(),
+        capacity / 1000.0,
         1.0 / squeeze,
         opts.load
     ));
@@ -222,17 +289,7 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
         heartbeat_interval_ms: 10_000,
         network_latency_ms: 5,
         settings: Default::default(),
-        fleet: vec![WorkerGroup {
-            group: "machine".into(),
-            count: workers,
-            capabilities: Capabilities {
-                cpu_millis: MACHINE_CPU,
-                memory_mib: MACHINE_MEM,
-                ..Capabilities::default()
-            },
-            warm_models: Vec::new(),
-            max_warm_models: 1,
-        }],
+        fleet,
         workload: Workload {
             jobs: arrivals,
             generators: Vec::new(),
@@ -247,6 +304,93 @@ pub fn import(path: &Path, opts: &Options, command: &str) -> Result<(Scenario, R
     Ok((scenario, report))
 }
 
+/// The cpu in use, as a share of `capacity`, averaged from the first to the last arrival, when
+/// arrivals are scaled by `squeeze` and every task starts as soon as its job allows.
+fn offered_load(at: &[f64], profiles: &[Profile], capacity: f64, squeeze: f64) -> f64 {
+    let end = at.iter().copied().fold(0.0, f64::max) * squeeze;
+    if end <= 0.0 || capacity <= 0.0 {
+        return 0.0;
+    }
+    let mut busy = 0.0;
+    for (a, p) in at.iter().zip(profiles) {
+        for &(start, run, cpu) in &p.tasks {
+            let from = a * squeeze + start as f64;
+            let to = (from + run as f64).min(end);
+            if to > from {
+                busy += f64::from(cpu) * (to - from);
+            }
+        }
+    }
+    busy / (capacity * end)
+}
+
+/// The factor on arrival times that gives the requested offered load: found by bisection,
+/// since the load falls as arrivals spread out. 1 when every job arrives at once.
+fn squeeze_for_load(at: &[f64], profiles: &[Profile], capacity: f64, load: f64) -> f64 {
+    if at.iter().all(|&a| a <= 0.0) || !load.is_finite() || load <= 0.0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (1e-6f64, 1e6f64);
+    for _ in 0..100 {
+        let mid = (lo * hi).sqrt();
+        if offered_load(at, profiles, capacity, mid) > load {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo * hi).sqrt()
+}
+
+/// `n` CPU-only nodes of a v2023 node list, taken at even steps through it and grouped by shape.
+fn cpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup>> {
+    let mut nodes: Vec<(u32, u32)> = Vec::new();
+    for rec in records(path, true)?.records() {
+        let Ok(rec) = rec else {
+            report.skip("unreadable node row");
+            continue;
+        };
+        let f = |i: usize| rec.get(i).unwrap_or("").trim();
+        let (Ok(cpu), Ok(mem), Ok(gpus)) = (
+            f(1).parse::<u32>(),
+            f(2).parse::<u32>(),
+            f(3).parse::<u32>(),
+        ) else {
+            report.skip("node row with a bad number");
+            continue;
+        };
+        if gpus == 0 && cpu > 0 && mem > 0 {
+            nodes.push((cpu, mem));
+        }
+    }
+    if nodes.is_empty() {
+        bail!("{}: no CPU-only nodes found", path.display());
+    }
+    let n = n.max(1) as usize;
+    let mut groups: Vec<((u32, u32), u32)> = Vec::new();
+    for i in 0..n {
+        let shape = nodes[i * nodes.len() / n % nodes.len()];
+        match groups.iter_mut().find(|g| g.0 == shape) {
+            Some(g) => g.1 += 1,
+            None => groups.push((shape, 1)),
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((cpu, mem), count)| WorkerGroup {
+            group: format!("cpu-{}c-{}g", cpu / 1000, mem / 1024),
+            count,
+            capabilities: Capabilities {
+                cpu_millis: cpu,
+                memory_mib: mem,
+                ..Capabilities::default()
+            },
+            warm_models: Vec::new(),
+            max_warm_models: 1,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +403,45 @@ mod tests {
         assert_eq!(parse_name("task_LTg0MTUwNTA5Mjg4MDQ2NjMxMw=="), None);
         assert_eq!(parse_name("MergeTask"), None);
         assert_eq!(parse_name("M1_x"), None);
+    }
+
+    fn chain(runs: &[(u64, u32)]) -> Profile {
+        let mut start = 0;
+        Profile {
+            tasks: runs
+                .iter()
+                .map(|&(run, cpu)| {
+                    let t = (start, run, cpu);
+                    start += run;
+                    t
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn offered_load_counts_only_the_work_done_while_jobs_arrive() {
+        // Two jobs 100 s apart, each one cpu for 100 s, then one cpu for 1,000 s: of the second
+        // job nothing runs before the last arrival.
+        let p = [
+            chain(&[(100_000, 1000), (1_000_000, 1000)]),
+            chain(&[(100_000, 1000), (1_000_000, 1000)]),
+        ];
+        let load = offered_load(&[0.0, 100_000.0], &p, 2000.0, 1.0);
+        assert!((load - 0.5).abs() < 1e-9, "{load}");
+    }
+
+    #[test]
+    fn arrivals_are_squeezed_until_the_fleet_sees_the_requested_load() {
+        let p: Vec<Profile> = (0..50)
+            .map(|_| chain(&[(60_000, 2000), (30_000, 1000)]))
+            .collect();
+        let at: Vec<f64> = (0..50).map(|i| f64::from(i) * 60_000.0).collect();
+        let s = squeeze_for_load(&at, &p, 4000.0, 0.7);
+        assert!((offered_load(&at, &p, 4000.0, s) - 0.7).abs() < 1e-3);
+        assert!(
+            s < 1.0,
+            "a lighter load than requested compresses arrivals: {s}"
+        );
     }
 }
