@@ -5,3 +5,4 @@ mod faults;
 mod harness;
 mod lifecycle;
 mod observe;
+mod parity;
