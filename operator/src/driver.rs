@@ -30,6 +30,9 @@ use crate::resources::{
 };
 use crate::view;
 
+/// Jobs written per flush at most; the rest wait for the next flush.
+pub const MAX_JOBS_PER_FLUSH: usize = 256;
+
 /// The finalizer that lets the operator stop a deleted job's tasks before the job goes away.
 pub const FINALIZER: &str = "splai.io/stop-tasks";
 /// The annotation that carries a job's W3C trace ID; set it at creation to join a caller's trace.
@@ -166,6 +169,8 @@ pub struct Driver {
     /// older status of one must not start it again.
     forgotten: HashMap<String, String>,
     acks: Vec<(String, u64)>,
+    /// The last job of a flush that could not take every dirty job; the next starts after it.
+    flush_cursor: Option<String>,
     /// Messages for agents, to send now.
     pub outbox: Vec<(Arc<str>, ControlMessage)>,
 }
@@ -386,6 +391,7 @@ impl Driver {
             release: Vec::new(),
             forgotten: HashMap::new(),
             acks: Vec::new(),
+            flush_cursor: None,
             outbox: Vec::new(),
         };
         for key in d.jobs.keys() {
@@ -801,10 +807,10 @@ impl Driver {
     /// nothing to do.
     pub fn take_flush(&mut self, now: Timestamp) -> Option<Flush> {
         let mut flush = Flush {
-            acks: std::mem::take(&mut self.acks),
             jobs: std::mem::take(&mut self.release),
             ..Flush::default()
         };
+        let mut dirty: Vec<String> = Vec::new();
         for (key, e) in &mut self.jobs {
             if e.final_sent {
                 // Late reports for an ended job change nothing worth writing.
@@ -812,16 +818,36 @@ impl Driver {
                 e.records.clear();
                 e.notes.clear();
             }
-            let release = e.ended && e.deleting && e.has_finalizer;
-            let dirty = e.status_dirty
-                || release
+            if e.status_dirty
+                || (e.ended && e.deleting && e.has_finalizer)
                 || e.meta.is_some()
                 || e.planned.is_some()
                 || !e.records.is_empty()
-                || !e.notes.is_empty();
-            if !dirty {
-                continue;
+                || !e.notes.is_empty()
+            {
+                dirty.push(key.clone());
             }
+        }
+        // At most MAX_JOBS_PER_FLUSH jobs per flush, taking turns from where the last one
+        // stopped: a burst of submissions then costs bounded memory and no job waits forever.
+        if let Some(cursor) = self.flush_cursor.take() {
+            let start = dirty.partition_point(|k| *k <= cursor);
+            dirty.rotate_left(start);
+        }
+        let capped = dirty.len() > MAX_JOBS_PER_FLUSH;
+        dirty.truncate(MAX_JOBS_PER_FLUSH);
+        if capped {
+            self.flush_cursor = dirty.last().cloned();
+        } else {
+            // Everything received so far is in this flush: the answers can go once it lands.
+            flush.acks = std::mem::take(&mut self.acks);
+        }
+        for key in dirty {
+            let Some(e) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            let key = &key;
+            let release = e.ended && e.deleting && e.has_finalizer;
             let status = if e.status_dirty {
                 self.core.job_status(key).map(|full| {
                     let phase = full.phase;
@@ -1043,4 +1069,125 @@ fn set_job_conditions(
         generation,
         now,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use splai_protocol::Inbound;
+    use splai_scheduler::Heartbeat;
+    use splai_scheduler::api::{JobSpec, Resources, TaskSpec};
+
+    use super::*;
+    use crate::resources::SPLAIJobSpec;
+
+    fn driver() -> Driver {
+        let cfg = DriverConfig {
+            worker_namespace: "sys".into(),
+            worker_refresh_ms: 30_000,
+        };
+        let metrics = Arc::new(Metrics::default());
+        Driver::rebuild(cfg, Settings::default(), metrics, Listed::default(), Timestamp(1_000))
+    }
+
+    fn job(i: usize) -> SPLAIJob {
+        let spec = JobSpec {
+            tenant: "t".into(),
+            tasks: vec![TaskSpec {
+                id: "only".into(),
+                resources: Resources {
+                    cpu_millis: 100,
+                    memory_mib: 64,
+                    gpus: 0,
+                },
+                ..TaskSpec::default()
+            }],
+            ..JobSpec::default()
+        };
+        let mut job = SPLAIJob::new(&format!("job-{i:04}"), SPLAIJobSpec(spec));
+        job.metadata.namespace = Some("ns".into());
+        job.metadata.uid = Some(format!("0f2504e0-4f89-11d3-9a0c-{i:012}"));
+        job
+    }
+
+    fn heartbeat(d: &mut Driver, connection: u64) {
+        let event = Event::Heartbeat(Heartbeat {
+            worker: "w1".into(),
+            incarnation: 1,
+            ..Heartbeat::default()
+        });
+        d.input(
+            Input::Agent(Inbound::Event {
+                worker: "w1".into(),
+                event,
+                connection,
+                asks: true,
+            }),
+            Timestamp(2_000),
+        );
+    }
+
+    #[test]
+    fn a_burst_is_written_in_bounded_flushes_and_answers_wait_for_the_last_of_them() {
+        let mut d = driver();
+        let n = MAX_JOBS_PER_FLUSH * 2 + 10;
+        for i in 0..n {
+            d.input(Input::JobApplied(Box::new(job(i))), Timestamp(2_000));
+        }
+        heartbeat(&mut d, 7);
+        let mut written = std::collections::BTreeSet::new();
+        let mut answered = Vec::new();
+        for round in 0..3 {
+            let flush = d.take_flush(Timestamp(3_000)).expect("work to flush");
+            assert!(flush.jobs.len() <= MAX_JOBS_PER_FLUSH);
+            assert_eq!(flush.acks.is_empty(), round < 2, "round {round}");
+            for w in &flush.jobs {
+                assert!(written.insert(w.key.clone()), "{} written twice", w.key);
+                // Every new job gets its finalizer and trace annotation with its first status.
+                assert!(w.meta.as_ref().is_some_and(|m| m.add_finalizer));
+                assert!(w.status.is_some());
+            }
+            let acks = flush.acks.clone();
+            answered.extend(d.flushed(
+                Flushed {
+                    acks,
+                    ..Flushed::default()
+                },
+                Timestamp(3_000),
+            ));
+        }
+        assert_eq!(written.len(), n);
+        assert_eq!(answered, [("w1".to_owned(), 7)]);
+    }
+
+    #[test]
+    fn a_failed_write_is_queued_again_and_holds_the_answers_back() {
+        let mut d = driver();
+        d.input(Input::JobApplied(Box::new(job(1))), Timestamp(2_000));
+        heartbeat(&mut d, 3);
+        let flush = d.take_flush(Timestamp(3_000)).unwrap();
+        let done = Flushed {
+            failed_jobs: flush.jobs.clone(),
+            acks: flush.acks.clone(),
+            ..Flushed::default()
+        };
+        assert!(d.flushed(done, Timestamp(3_000)).is_empty());
+        let again = d.take_flush(Timestamp(3_100)).unwrap();
+        assert_eq!(again.jobs.len(), 1);
+        assert!(again.jobs[0].status.is_some());
+        assert!(again.jobs[0].meta.is_some());
+        assert_eq!(again.acks, [("w1".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn a_job_without_a_caller_trace_id_takes_its_uid_as_the_trace_id() {
+        let j = job(5);
+        assert_eq!(trace_id_of(&j), "0f2504e04f8911d39a0c000000000005");
+        let mut annotated = job(6);
+        annotated.metadata.annotations = Some(
+            [(TRACE_ANNOTATION.to_owned(), "AB".repeat(16))]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(trace_id_of(&annotated), "ab".repeat(16));
+    }
 }

@@ -8,7 +8,7 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::json;
 use std::sync::Arc;
@@ -28,7 +28,8 @@ const CONFLICT_RETRIES: usize = 8;
 pub struct Flusher {
     pub client: Client,
     pub artifacts: Artifacts,
-    pub recorder: Arc<Recorder>,
+    /// Who the Events name as their source.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
 }
 
@@ -52,18 +53,23 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 impl Flusher {
     pub async fn run(&self, flush: Flush) -> Flushed {
+        // A recorder per flush: kube's keeps every Event it sent for six minutes to fold repeats
+        // into a series, which costs megabytes at thousands of jobs, and the operator's Events
+        // do not repeat (one per transition).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let recorder = &recorder;
         let mut done = Flushed {
             acks: flush.acks,
             ..Flushed::default()
         };
         let jobs = futures::stream::iter(flush.jobs.into_iter().map(|w| async move {
-            let result = self.job(&w).await;
+            let result = self.job(&w, recorder).await;
             (w, result)
         }))
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>();
         let workers = futures::stream::iter(flush.workers.into_iter().map(|w| async move {
-            let result = self.worker(&w).await;
+            let result = self.worker(&w, recorder).await;
             (w, result)
         }))
         .buffer_unordered(CONCURRENCY)
@@ -95,7 +101,7 @@ impl Flusher {
             .inc();
     }
 
-    async fn job(&self, w: &JobWrite) -> Result<(), WriteError> {
+    async fn job(&self, w: &JobWrite, recorder: &Recorder) -> Result<(), WriteError> {
         let api: Api<SPLAIJob> = Api::namespaced(self.client.clone(), &w.dir.namespace);
         let name = &w.dir.name;
         if let Some(meta) = &w.meta {
@@ -174,7 +180,7 @@ impl Flusher {
                 uid: Some(w.dir.uid.clone()).filter(|u| !u.is_empty()),
                 ..ObjectReference::default()
             };
-            self.publish(&w.notes, &reference).await;
+            self.publish(recorder, &w.notes, &reference).await;
         }
         Ok(())
     }
@@ -214,7 +220,7 @@ impl Flusher {
         Err(WriteError::Conflicts)
     }
 
-    async fn worker(&self, w: &WorkerWrite) -> Result<(), WriteError> {
+    async fn worker(&self, w: &WorkerWrite, recorder: &Recorder) -> Result<(), WriteError> {
         let api: Api<SPLAIWorker> = Api::namespaced(self.client.clone(), &w.namespace);
         if let Some(caps) = &w.create {
             let mut obj = SPLAIWorker::new(
@@ -252,13 +258,13 @@ impl Flusher {
                 namespace: Some(w.namespace.clone()),
                 ..ObjectReference::default()
             };
-            self.publish(&w.notes, &reference).await;
+            self.publish(recorder, &w.notes, &reference).await;
         }
         Ok(())
     }
 
     /// Events are best effort: a failure is logged, never retried.
-    async fn publish(&self, notes: &[Note], reference: &ObjectReference) {
+    async fn publish(&self, recorder: &Recorder, notes: &[Note], reference: &ObjectReference) {
         for n in notes {
             let event = KEvent {
                 type_: if n.warning {
@@ -271,7 +277,7 @@ impl Flusher {
                 action: "Reconcile".into(),
                 secondary: None,
             };
-            match self.recorder.publish(&event, reference).await {
+            match recorder.publish(&event, reference).await {
                 Ok(()) => self.count("event"),
                 Err(e) => tracing::debug!(error = %e, "publishing an event failed"),
             }

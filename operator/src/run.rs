@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -144,8 +144,8 @@ async fn lead(
 
     // Every task below ends when `lead` is dropped: the set aborts them.
     let mut tasks = JoinSet::new();
-    let (tx, mut inputs) = mpsc::channel::<Input>(8192);
-    let (agent_tx, mut agent_rx) = mpsc::channel::<Inbound>(8192);
+    let (tx, mut inputs) = mpsc::channel::<Input>(1024);
+    let (agent_tx, mut agent_rx) = mpsc::channel::<Inbound>(1024);
     tasks.spawn(server.serve(agent_tx));
     let forward = tx.clone();
     tasks.spawn(async move {
@@ -185,7 +185,7 @@ async fn lead(
         instance: Some(config.lease.identity.clone()),
     };
     let flusher = Flusher {
-        recorder: Arc::new(Recorder::new(client.clone(), reporter)),
+        reporter,
         client,
         artifacts,
         metrics,

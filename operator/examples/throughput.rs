@@ -1,0 +1,299 @@
+//! The operator's benchmark against a local real API server (`splai-testbed`): how many jobs of
+//! ten tasks it carries from submission to Completed per minute, how long each waits to start,
+//! and where the CPU time goes (kube-apiserver, etcd, the operator). With `--workers 0` nothing
+//! runs, and it reports the operator's memory while it holds every job.
+//!
+//!     scripts/k8s-testbin.sh   # once; then export SPLAI_K8S_BIN=<the path it prints>
+//!     cargo build --release -p splai-operator --bin splai-operator --example throughput
+//!     target/release/examples/throughput --jobs 1000 --workers 10
+//!     target/release/examples/throughput --jobs 1000 --workers 10 --rate 16.7
+//!     target/release/examples/throughput --jobs 10000 --workers 0
+//!
+//! The operator runs as its own process (the release binary next to this one), so its memory
+//! and CPU are its own. The agents (an instant fake executor) and the submitting client run in
+//! this process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use kube::Resource;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use splai_operator::{SPLAIJob, SPLAIJobSpec};
+use splai_protocol::{Agent, AgentConfig, Executor, Outcome, TaskAssignment, TokioNet};
+use splai_scheduler::api::{Capabilities, JobSpec, Resources, TaskSpec};
+use tokio::sync::Mutex;
+
+struct Instant0;
+
+impl Executor for Instant0 {
+    async fn run(&self, task: TaskAssignment) -> Outcome {
+        Outcome::Succeeded {
+            artifact_uri: Some(format!("mem://{}/{}", task.job, task.task)),
+        }
+    }
+}
+
+struct Args {
+    jobs: usize,
+    workers: usize,
+    concurrency: usize,
+    /// Jobs submitted per second; 0 for as fast as the API server takes them.
+    rate: f64,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        jobs: 1000,
+        workers: 10,
+        concurrency: 16,
+        rate: 0.0,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).context("every flag takes a value")?;
+        match pair[0].as_str() {
+            "--jobs" => a.jobs = value.parse()?,
+            "--workers" => a.workers = value.parse()?,
+            "--concurrency" => a.concurrency = value.parse()?,
+            "--rate" => a.rate = value.parse()?,
+            other => bail!(
+                "unknown flag {other}; use --jobs N --workers W --concurrency C --rate JOBS_PER_S"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+fn job_spec() -> JobSpec {
+    JobSpec {
+        tenant: "bench".into(),
+        tasks: (0..10)
+            .map(|i| TaskSpec {
+                id: format!("t{i}"),
+                resources: Resources {
+                    cpu_millis: 1000,
+                    memory_mib: 128,
+                    gpus: 0,
+                },
+                ..TaskSpec::default()
+            })
+            .collect(),
+        ..JobSpec::default()
+    }
+}
+
+/// User plus system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let cp = splai_testbed::shared()?;
+    let client = cp.client().await?;
+    let (_, ns) = splai_testbed::namespace("bench").await?;
+    for crd in splai_operator::crd::all() {
+        let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &kube::api::PatchParams::apply("bench").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let exe = std::env::current_exe()?;
+    let operator_bin: PathBuf = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("the example's folder")?
+        .join("splai-operator");
+    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let artifacts = std::env::temp_dir().join(format!("splai-bench-{ns}"));
+    let mut operator = std::process::Command::new(&operator_bin)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .args(["--namespace", &ns, "--system-namespace", &ns])
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--artifacts", &format!("file://{}", artifacts.display())])
+        .spawn()
+        .with_context(|| format!("starting {} (build it first)", operator_bin.display()))?;
+    let op_pid = operator.id();
+
+    for w in 0..args.workers {
+        let caps = Capabilities {
+            cpu_millis: 32_000,
+            memory_mib: 64 * 1024,
+            ..Capabilities::default()
+        };
+        let config = AgentConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            ..AgentConfig::new(format!("w{w:03}"), format!("127.0.0.1:{agent_port}"), caps)
+        };
+        let (agent, _handle) = Agent::new(TokioNet, config, Instant0);
+        tokio::spawn(agent.run());
+    }
+    // Let the operator lead and the workers register.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let jobs: Api<SPLAIJob> = Api::namespaced(client.clone(), &ns);
+    let submitted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let started = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
+    let completed = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
+    // Without workers, a job counts once the operator holds it (its first status is written).
+    let hold = args.workers == 0;
+    let watch = {
+        let (jobs, started, completed) = (jobs.clone(), started.clone(), completed.clone());
+        tokio::spawn(async move {
+            let mut stream =
+                std::pin::pin!(watcher(jobs, watcher::Config::default()).applied_objects());
+            while let Some(Ok(job)) = stream.next().await {
+                let Some(status) = &job.status else { continue };
+                if status.job.submitted_at.is_none() {
+                    continue;
+                }
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let now = Instant::now();
+                if status.job.started_at.is_some() {
+                    started.lock().await.entry(name.clone()).or_insert(now);
+                }
+                if hold || status.job.phase.is_terminal() {
+                    completed.lock().await.entry(name).or_insert(now);
+                }
+            }
+        })
+    };
+
+    let cpu0 = [
+        cpu_seconds(cp.pids()[0]),
+        cpu_seconds(cp.pids()[1]),
+        cpu_seconds(op_pid),
+    ];
+    let t0 = Instant::now();
+    let rate = args.rate;
+    futures::stream::iter(0..args.jobs)
+        .for_each_concurrent(args.concurrency, |i| {
+            let (jobs, submitted, ns) = (jobs.clone(), submitted.clone(), ns.clone());
+            async move {
+                if rate > 0.0 {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let name = format!("job-{i:05}");
+                let mut job = SPLAIJob::new(&name, SPLAIJobSpec(job_spec()));
+                job.meta_mut().namespace = Some(ns);
+                let at = Instant::now();
+                match jobs.create(&PostParams::default(), &job).await {
+                    Ok(_) => {
+                        submitted.lock().await.insert(name, at);
+                    }
+                    Err(e) => eprintln!("creating {name}: {e}"),
+                }
+            }
+        })
+        .await;
+    let submit_s = t0.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while completed.lock().await.len() < args.jobs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total_s = t0.elapsed().as_secs_f64();
+    let cpu1 = [
+        cpu_seconds(cp.pids()[0]),
+        cpu_seconds(cp.pids()[1]),
+        cpu_seconds(op_pid),
+    ];
+    let rss = memory_kib(op_pid, "VmRSS:");
+    let hwm = memory_kib(op_pid, "VmHWM:");
+    watch.abort();
+
+    let submitted = submitted.lock().await;
+    let (started, completed) = (started.lock().await, completed.lock().await);
+    let mut to_start: Vec<f64> = submitted
+        .iter()
+        .filter_map(|(n, at)| Some(started.get(n)?.duration_since(*at).as_secs_f64()))
+        .collect();
+    let mut to_end: Vec<f64> = submitted
+        .iter()
+        .filter_map(|(n, at)| Some(completed.get(n)?.duration_since(*at).as_secs_f64()))
+        .collect();
+    to_start.sort_by(f64::total_cmp);
+    to_end.sort_by(f64::total_cmp);
+    println!("jobs: {} of 10 tasks, workers: {}", args.jobs, args.workers);
+    let goal = if hold {
+        "held by the operator"
+    } else {
+        "ended"
+    };
+    println!(
+        "submitted in {submit_s:.1} s; {goal}: {} in {total_s:.1} s",
+        completed.len()
+    );
+    if args.workers > 0 {
+        println!(
+            "throughput: {:.0} jobs/min (submit of the first to Completed of the last)",
+            completed.len() as f64 / total_s * 60.0
+        );
+        println!(
+            "submit -> Running: p50 {:.3} s, p99 {:.3} s; submit -> Completed: p50 {:.3} s, p99 {:.3} s",
+            percentile(&to_start, 0.5),
+            percentile(&to_start, 0.99),
+            percentile(&to_end, 0.5),
+            percentile(&to_end, 0.99),
+        );
+    }
+    println!(
+        "operator memory: {:.1} MiB resident now, {:.1} MiB peak",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "CPU seconds during the run: etcd {:.1}, kube-apiserver {:.1}, operator {:.1} (wall {total_s:.1} s)",
+        cpu1[0] - cpu0[0],
+        cpu1[1] - cpu0[1],
+        cpu1[2] - cpu0[2]
+    );
+    let _ = operator.kill();
+    let _ = operator.wait();
+    let _ = std::fs::remove_dir_all(&artifacts);
+    Ok(())
+}
