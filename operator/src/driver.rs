@@ -1086,7 +1086,13 @@ mod tests {
             worker_refresh_ms: 30_000,
         };
         let metrics = Arc::new(Metrics::default());
-        Driver::rebuild(cfg, Settings::default(), metrics, Listed::default(), Timestamp(1_000))
+        Driver::rebuild(
+            cfg,
+            Settings::default(),
+            metrics,
+            Listed::default(),
+            Timestamp(1_000),
+        )
     }
 
     fn job(i: usize) -> SPLAIJob {
