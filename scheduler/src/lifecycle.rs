@@ -2,7 +2,7 @@
 //! retries, failure, cancellation and timeouts, and the fencing of workers' reports.
 
 use crate::api::{
-    AttemptRef, JobPhase, JobSpec, Outcome, PolicySpec, Progress, Quotas, ResolvedRoute, TaskKind,
+    AttemptRef, JobPhase, JobSpec, Outcome, PolicySpec, Progress, Quotas, ResolvedRoute,
 };
 use crate::dag::Dag;
 use crate::engine::{
@@ -13,7 +13,6 @@ use crate::intern::BitSet;
 use crate::place::Shape;
 use crate::policy::{self};
 use crate::queue::Queued;
-use crate::route::{self, RouteQuery};
 use crate::score::Strategy;
 use crate::settings::QueueOrder;
 use crate::time::Timestamp;
@@ -38,10 +37,7 @@ impl Scheduler {
 
     /// The policy that governs a tenant's quotas and placement: its own, else the `*` policy.
     pub(crate) fn tenant_policy(&self, tenant: &str) -> Option<(&String, &PolicySpec)> {
-        self.policies
-            .iter()
-            .find(|(_, p)| p.tenant == tenant)
-            .or_else(|| self.policies.iter().find(|(_, p)| p.tenant == "*"))
+        crate::admission::tenant_policy(&self.policies, tenant)
     }
 
     pub(crate) fn refresh_tenant(&mut self, id: u32) {
@@ -118,8 +114,17 @@ impl Scheduler {
             spec: Arc::new(JobSpec::default()),
         };
         let j = self.jobs.len() as u32;
-        match self.prepare(&mut spec) {
-            Ok((dag, planned, routes)) => {
+        match crate::admission::admit(
+            &mut spec,
+            &self.policies,
+            &self.routes,
+            &self.settings.limits,
+        ) {
+            Ok(crate::admission::Admitted {
+                dag,
+                planned,
+                routes,
+            }) => {
                 if planned {
                     out.push(Effect::JobPlanned {
                         job: key.clone(),
@@ -147,7 +152,7 @@ impl Scheduler {
                     self.admit_waiting(tenant, now, out);
                 }
             }
-            Err((reason, message)) => {
+            Err(crate::admission::Rejection { reason, message }) => {
                 job.spec = Arc::new(spec);
                 job.phase = JobPhase::Failed;
                 job.reason = Some(reason);
@@ -167,71 +172,6 @@ impl Scheduler {
     }
 
     /// Plans, validates and checks a spec against policy, and routes its inference tasks.
-    /// Errors are (reason, message).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn prepare(
-        &self,
-        spec: &mut JobSpec,
-    ) -> Result<(Dag, bool, Vec<Option<ResolvedRoute>>), (&'static str, String)> {
-        let planned = crate::plan::expand_into(spec, self.settings.limits.max_tasks_per_job)
-            .map_err(|e| ("ValidationFailed", e.to_string()))?;
-        let dag = crate::dag::validate(spec, &self.settings.limits)
-            .map_err(|e| ("ValidationFailed", e.to_string()))?;
-        let policy = match &spec.policy_ref {
-            Some(name) => match self.policies.get(name) {
-                Some(p) if p.tenant == spec.tenant || p.tenant == "*" => Some((name, p)),
-                Some(p) => {
-                    return Err((
-                        "PolicyDenied",
-                        format!(
-                            "policy `{name}` governs tenant `{}`, not `{}`: reference a policy of your own tenant",
-                            p.tenant, spec.tenant
-                        ),
-                    ));
-                }
-                None => {
-                    return Err((
-                        "PolicyNotFound",
-                        format!("policy `{name}` does not exist: create it or drop spec.policyRef"),
-                    ));
-                }
-            },
-            None => self.tenant_policy(&spec.tenant),
-        };
-        if let Some((name, p)) = policy {
-            let denials = policy::check_job(name, p, spec);
-            if !denials.is_empty() {
-                return Err(("PolicyDenied", denials.join("; ")));
-            }
-        }
-        let mut routes = Vec::with_capacity(spec.tasks.len());
-        let mut unrouted = Vec::new();
-        for t in &spec.tasks {
-            if self.routes.is_empty() || t.kind != TaskKind::Inference {
-                routes.push(None);
-                continue;
-            }
-            let q = RouteQuery {
-                tenant: &spec.tenant,
-                model: t.model.as_deref().unwrap_or_default(),
-                interaction_class: t.interaction_class,
-                reasoning_required: t.reasoning_required,
-                classification: t.classification.as_deref(),
-            };
-            match route::resolve(self.routes.iter().map(|(n, r)| (n.as_str(), r)), &q) {
-                Ok(r) => routes.push(Some(r)),
-                Err(e) => {
-                    routes.push(None);
-                    unrouted.push(format!("task `{}`: {e}", t.id));
-                }
-            }
-        }
-        if !unrouted.is_empty() {
-            return Err(("NoModelRoute", unrouted.join("; ")));
-        }
-        Ok((dag, planned, routes))
-    }
-
     pub(crate) fn build_tasks(
         &mut self,
         job: &mut JobRt,
