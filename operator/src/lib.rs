@@ -23,6 +23,7 @@ mod resources;
 pub mod run;
 mod schema;
 pub mod view;
+pub mod webhook;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use resources::{

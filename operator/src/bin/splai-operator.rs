@@ -11,6 +11,7 @@ use clap::Parser;
 use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run, serve_metrics};
+use splai_operator::webhook;
 use splai_scheduler::Settings;
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,13 @@ struct Args {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: String,
+    /// Where the admission webhook is served (HTTPS), on every replica.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    webhook_listen: String,
+    /// Folder with the webhook's `tls.crt` and `tls.key` (as cert-manager writes them). Without
+    /// them the webhook is not served, and a registered webhook then refuses every request.
+    #[arg(long, default_value = "/etc/splai/webhook")]
+    webhook_cert_dir: std::path::PathBuf,
     /// Where execution records and result manifests go.
     #[arg(
         long,
@@ -110,6 +118,27 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening for /metrics on {}", args.metrics_listen))?;
     tokio::spawn(serve_metrics(listener, metrics.clone()));
+    let (cert, key) = (
+        args.webhook_cert_dir.join("tls.crt"),
+        args.webhook_cert_dir.join("tls.key"),
+    );
+    match (std::fs::read(&cert), std::fs::read(&key)) {
+        (Ok(cert), Ok(key)) => {
+            let tls = webhook::tls_config(&cert, &key)?;
+            let listener = tokio::net::TcpListener::bind(&args.webhook_listen)
+                .await
+                .with_context(|| format!("listening for the webhook on {}", args.webhook_listen))?;
+            let validator = webhook::Validator {
+                client: client.clone(),
+                settings: config.settings.clone(),
+            };
+            tokio::spawn(webhook::serve(listener, tls, validator));
+        }
+        _ => tracing::warn!(
+            dir = %args.webhook_cert_dir.display(),
+            "no tls.crt and tls.key: the admission webhook is not served"
+        ),
+    }
     tokio::select! {
         result = run(client, config, metrics) => result,
         _ = tokio::signal::ctrl_c() => {

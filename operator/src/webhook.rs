@@ -1,0 +1,242 @@
+//! The validating admission webhook, over HTTPS: the API server asks it before it stores a
+//! `SPLAIJob`, `SPLAIPolicy` or `SPLAIModelRoute`, and it answers with the core's own admission
+//! functions (`splai_scheduler::admission`), so the messages are the same everywhere.
+//!
+//! - `POST /validate/splaijob`: the DAG rules, the governing policy's allow and deny rules, route
+//!   resolution, and the quotas a job can never meet (a task larger than the tenant's cpu or gpu
+//!   quota, more tasks than `maxTasksPerJob`). A job that fits but must wait for running work is
+//!   admitted: it waits in the queue with its reason.
+//! - `POST /validate/splaipolicy`: contradictory rules and malformed patterns.
+//! - `POST /validate/splaimodelroute`: malformed endpoints, taken priorities, a second default.
+//!   Unknown backends never reach it: the CRD's schema refuses them.
+//!
+//! It reads policies and routes from the API at each request, so every replica can serve it,
+//! leader or not. Register it with `failurePolicy: Fail`: when it is down, nothing is admitted.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use splai_scheduler::Settings;
+use splai_scheduler::admission;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+
+use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy};
+
+#[derive(Clone)]
+pub struct Validator {
+    pub client: Client,
+    pub settings: Settings,
+}
+
+/// TLS from a PEM certificate chain and key, such as the `tls.crt` and `tls.key` that
+/// cert-manager writes into a Secret.
+pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("the webhook certificate is not valid PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| anyhow::anyhow!("the webhook key is not valid PEM: {e}"))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| anyhow::anyhow!("the webhook certificate and key do not match: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// A TCP listener that completes the TLS handshake before handing a connection to axum.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, peer)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            // Handshakes are short; one that fails (a port scan, a wrong CA) is dropped.
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => return (tls, peer),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves the webhook over TLS until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    validator: Validator,
+) -> io::Result<()> {
+    let app = axum::Router::new()
+        .route("/validate/splaijob", post(job))
+        .route("/validate/splaipolicy", post(policy))
+        .route("/validate/splaimodelroute", post(route))
+        .with_state(Arc::new(validator));
+    let listener = TlsListener {
+        tcp: listener,
+        acceptor: TlsAcceptor::from(tls),
+    };
+    axum::serve(listener, app).await
+}
+
+type Review = Json<AdmissionReview<DynamicObject>>;
+
+/// Turns a review into its request, runs `decide`, and wraps the answer.
+async fn answer<F, Fut>(review: AdmissionReview<DynamicObject>, decide: F) -> Review
+where
+    F: FnOnce(AdmissionRequest<DynamicObject>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
+    };
+    let response = AdmissionResponse::from(&req);
+    let response = match decide(req).await {
+        Ok(()) => response,
+        Err(why) => response.deny(why),
+    };
+    Json(response.into_review())
+}
+
+fn typed<K: serde::de::DeserializeOwned>(
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<Option<K>, String> {
+    let Some(obj) = &req.object else {
+        return Ok(None);
+    };
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| format!("the object does not match its schema: {e}"))
+}
+
+impl Validator {
+    async fn policies(
+        &self,
+        ns: &str,
+    ) -> Result<BTreeMap<String, splai_scheduler::api::PolicySpec>, String> {
+        let api: Api<SPLAIPolicy> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("the webhook could not read the namespace's policies: {e}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.name?, p.spec.0)))
+            .collect())
+    }
+
+    async fn routes(
+        &self,
+        ns: &str,
+    ) -> Result<BTreeMap<String, splai_scheduler::api::ModelRouteSpec>, String> {
+        let api: Api<SPLAIModelRoute> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("the webhook could not read the namespace's model routes: {e}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|r| Some((r.metadata.name?, r.spec.0)))
+            .collect())
+    }
+}
+
+async fn job(
+    State(v): State<Arc<Validator>>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Review {
+    answer(review, |req| async move {
+        // A job's spec is judged once, when it is created; later writes (the planner's tasks,
+        // `cancel`) are the operator's or change nothing the core reads.
+        if req.operation != Operation::Create {
+            return Ok(());
+        }
+        let Some(job) = typed::<SPLAIJob>(&req)? else {
+            return Ok(());
+        };
+        let ns = req.namespace.clone().unwrap_or_default();
+        let policies = v.policies(&ns).await?;
+        let routes = v.routes(&ns).await?;
+        let mut spec = job.spec.0;
+        let refused = |r: admission::Rejection| format!("{}: {}", r.reason, r.message);
+        admission::admit(&mut spec, &policies, &routes, &v.settings.limits).map_err(refused)?;
+        let policy = admission::policy_for(&policies, &spec).map_err(refused)?;
+        admission::quota_rejection(&spec, policy).map_err(refused)
+    })
+    .await
+}
+
+async fn policy(review: Json<AdmissionReview<DynamicObject>>) -> Review {
+    answer(review.0, |req| async move {
+        let Some(p) = typed::<SPLAIPolicy>(&req)? else {
+            return Ok(());
+        };
+        let issues = admission::review_policy(&p.spec.0);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("InvalidPolicy: {}", issues.join("; ")))
+        }
+    })
+    .await
+}
+
+async fn route(
+    State(v): State<Arc<Validator>>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Review {
+    answer(review, |req| async move {
+        let Some(r) = typed::<SPLAIModelRoute>(&req)? else {
+            return Ok(());
+        };
+        let ns = req.namespace.clone().unwrap_or_default();
+        let others = v.routes(&ns).await?;
+        let issues = admission::review_route(
+            &req.name,
+            &r.spec.0,
+            others.iter().map(|(n, s)| (n.as_str(), s)),
+        );
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("InvalidModelRoute: {}", issues.join("; ")))
+        }
+    })
+    .await
+}
