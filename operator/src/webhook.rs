@@ -113,19 +113,23 @@ pub async fn serve(
 
 type Review = Json<AdmissionReview<DynamicObject>>;
 
-/// Turns a review into its request, runs `decide`, and wraps the answer.
+/// Turns a review into its request, runs `decide`, and wraps the answer: admitted (with
+/// warnings, which kubectl prints) or refused with a message.
 async fn answer<F, Fut>(review: AdmissionReview<DynamicObject>, decide: F) -> Review
 where
     F: FnOnce(AdmissionRequest<DynamicObject>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>>,
 {
     let req: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
         Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
     };
-    let response = AdmissionResponse::from(&req);
+    let mut response = AdmissionResponse::from(&req);
     let response = match decide(req).await {
-        Ok(()) => response,
+        Ok(warnings) => {
+            response.warnings = (!warnings.is_empty()).then_some(warnings);
+            response
+        }
         Err(why) => response.deny(why),
     };
     Json(response.into_review())
@@ -144,6 +148,22 @@ fn typed<K: serde::de::DeserializeOwned>(
 }
 
 impl Validator {
+    /// The tenant's admitted jobs that have not ended, in `ns`.
+    async fn running_jobs(&self, ns: &str, tenant: &str) -> Result<usize, String> {
+        let api: Api<SPLAIJob> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("the webhook could not count the namespace's jobs: {e}"))?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|j| j.spec.0.tenant == tenant)
+            .filter_map(|j| j.status.as_ref())
+            .filter(|s| s.job.started_at.is_some() && !s.job.phase.is_terminal())
+            .count())
+    }
+
     async fn policies(
         &self,
         ns: &str,
@@ -185,10 +205,10 @@ async fn job(
         // A job's spec is judged once, when it is created; later writes (the planner's tasks,
         // `cancel`) are the operator's or change nothing the core reads.
         if req.operation != Operation::Create {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let Some(job) = typed::<SPLAIJob>(&req)? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let ns = req.namespace.clone().unwrap_or_default();
         let policies = v.policies(&ns).await?;
@@ -197,7 +217,33 @@ async fn job(
         let refused = |r: admission::Rejection| format!("{}: {}", r.reason, r.message);
         admission::admit(&mut spec, &policies, &routes, &v.settings.limits).map_err(refused)?;
         let policy = admission::policy_for(&policies, &spec).map_err(refused)?;
-        admission::quota_rejection(&spec, policy).map_err(refused)
+        admission::quota_rejection(&spec, policy).map_err(refused)?;
+        // Admitted. What will make it wait is worth a warning: its width against the tenant's
+        // running-task quota, and the tenant's running jobs, counted from the cluster.
+        let mut warnings = Vec::new();
+        let Some((name, p)) = policy else {
+            return Ok(warnings);
+        };
+        let admitted = admission::admit(&mut spec.clone(), &policies, &routes, &v.settings.limits)
+            .map_err(refused)?;
+        let width = admission::peak_width(&admitted.dag);
+        if let Some(max) = p.quotas.max_running_tasks
+            && width > max as usize
+        {
+            warnings.push(format!(
+                "up to {width} tasks can run at once, over policy `{name}` quota maxRunningTasks of {max}: the job runs {max} at a time"
+            ));
+        }
+        if let Some(max) = p.quotas.max_running_jobs {
+            let running = v.running_jobs(&ns, &spec.tenant).await?;
+            if running >= max as usize {
+                warnings.push(format!(
+                    "tenant `{}` already runs {running} jobs, policy `{name}` quota maxRunningJobs is {max}: the job waits in the queue until one ends",
+                    spec.tenant
+                ));
+            }
+        }
+        Ok(warnings)
     })
     .await
 }
@@ -205,11 +251,11 @@ async fn job(
 async fn policy(review: Json<AdmissionReview<DynamicObject>>) -> Review {
     answer(review.0, |req| async move {
         let Some(p) = typed::<SPLAIPolicy>(&req)? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let issues = admission::review_policy(&p.spec.0);
         if issues.is_empty() {
-            Ok(())
+            Ok(Vec::new())
         } else {
             Err(format!("InvalidPolicy: {}", issues.join("; ")))
         }
@@ -223,7 +269,7 @@ async fn route(
 ) -> Review {
     answer(review, |req| async move {
         let Some(r) = typed::<SPLAIModelRoute>(&req)? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let ns = req.namespace.clone().unwrap_or_default();
         let others = v.routes(&ns).await?;
@@ -233,7 +279,7 @@ async fn route(
             others.iter().map(|(n, s)| (n.as_str(), s)),
         );
         if issues.is_empty() {
-            Ok(())
+            Ok(Vec::new())
         } else {
             Err(format!("InvalidModelRoute: {}", issues.join("; ")))
         }

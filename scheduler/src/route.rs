@@ -154,4 +154,57 @@ mod tests {
         );
         assert!(err.contains("add a route"), "{err}");
     }
+
+    #[test]
+    fn each_match_key_selects_its_route_and_a_miss_on_any_key_skips_it() {
+        let keyed = |m: RouteMatch| route(5, m, Backend::Vllm, false);
+        let fallback = route(0, RouteMatch::default(), Backend::Ollama, true);
+        let cases = [
+            RouteMatch {
+                tenant: Some("acme".into()),
+                ..Default::default()
+            },
+            RouteMatch {
+                classification: Some("internal".into()),
+                ..Default::default()
+            },
+            RouteMatch {
+                model: Some("llama-*".into()),
+                ..Default::default()
+            },
+            RouteMatch {
+                interaction_class: Some(InteractionClass::Interactive),
+                ..Default::default()
+            },
+            RouteMatch {
+                reasoning_required: Some(false),
+                ..Default::default()
+            },
+        ];
+        for m in cases {
+            let r = keyed(m.clone());
+            let hit = resolve([("keyed", &r), ("fallback", &fallback)], &query(false)).unwrap();
+            assert_eq!(hit.route, "keyed", "{m:?}");
+            // The same key with another value does not match: the default serves the task.
+            let mut other = m.clone();
+            if other.tenant.is_some() {
+                other.tenant = Some("globex".into());
+            }
+            if other.classification.is_some() {
+                other.classification = Some("secret".into());
+            }
+            if other.model.is_some() {
+                other.model = Some("mistral-*".into());
+            }
+            if other.interaction_class.is_some() {
+                other.interaction_class = Some(InteractionClass::Batch);
+            }
+            if other.reasoning_required.is_some() {
+                other.reasoning_required = Some(true);
+            }
+            let r = keyed(other);
+            let miss = resolve([("keyed", &r), ("fallback", &fallback)], &query(false)).unwrap();
+            assert_eq!(miss.route, "fallback", "{m:?}");
+        }
+    }
 }

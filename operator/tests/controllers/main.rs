@@ -6,4 +6,5 @@ mod harness;
 mod lifecycle;
 mod observe;
 mod parity;
+mod quota;
 mod webhook;

@@ -128,7 +128,7 @@ async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_ove
             "tenant": "acme",
             "models": {"deny": ["gpt-*"]},
             "classifications": {"allow": ["public", "internal"]},
-            "quotas": {"maxCpuMillis": 4000, "maxTasksPerJob": 40},
+            "quotas": {"maxCpuMillis": 4000, "maxTasksPerJob": 40, "maxRunningTasks": 20},
         },
     });
     // The API server picks up a new webhook configuration within a moment: retry until the
@@ -274,9 +274,23 @@ async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_ove
     )
     .await
     .unwrap();
-    create::<SPLAIJob>(&client, &ns, job("wide", many(40), json!([])))
-        .await
+    // Admitted with a warning, which kubectl prints: it will run 20 tasks at a time.
+    let file = h.artifacts.join("wide.json");
+    std::fs::write(&file, job("wide", many(40), json!([])).to_string()).unwrap();
+    let bin = std::env::var("SPLAI_K8S_BIN").expect("SPLAI_K8S_BIN (run scripts/test.sh)");
+    let out = std::process::Command::new(format!("{bin}/kubectl"))
+        .arg("--kubeconfig")
+        .arg(splai_testbed::shared().unwrap().kubeconfig())
+        .args(["create", "-n", &ns, "-f"])
+        .arg(&file)
+        .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: up to 40 tasks can run at once, over policy `acme-rules` quota maxRunningTasks of 20"),
+        "{stderr}"
+    );
 
     // Routes: a malformed endpoint and a taken priority are refused by the webhook, an unknown
     // backend by the CRD's schema before the webhook is asked.
