@@ -273,8 +273,15 @@ fn any_rules() -> impl Strategy<Value = RuleSet> {
 /// Executions per run of the fuzz target; `PROPTEST_CASES` overrides it.
 const FUZZ_CASES: u32 = 20_000;
 
+fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FUZZ_CASES)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(FUZZ_CASES))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     /// The fuzz target of the DAG validator and the policy evaluator: whatever the job and the
     /// policies, admission answers (admitted, or refused with a reason and a message) and never
