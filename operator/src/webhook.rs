@@ -25,6 +25,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use splai_scheduler::Settings;
 use splai_scheduler::admission;
+use splai_scheduler::api::{ModelRouteSpec, PolicySpec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -164,36 +165,38 @@ impl Validator {
             .count())
     }
 
-    async fn policies(
+    /// The specs of one kind of resource in `ns`, by name.
+    async fn specs<K, S>(
         &self,
         ns: &str,
-    ) -> Result<BTreeMap<String, splai_scheduler::api::PolicySpec>, String> {
-        let api: Api<SPLAIPolicy> = Api::namespaced(self.client.clone(), ns);
+        what: &str,
+        spec: fn(K) -> S,
+    ) -> Result<BTreeMap<String, S>, String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let list = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| format!("the webhook could not read the namespace's policies: {e}"))?;
+            .map_err(|e| format!("the webhook could not read the namespace's {what}: {e}"))?;
         Ok(list
             .items
             .into_iter()
-            .filter_map(|p| Some((p.metadata.name?, p.spec.0)))
+            .filter_map(|o| Some((o.meta().name.clone()?, spec(o))))
             .collect())
     }
 
-    async fn routes(
-        &self,
-        ns: &str,
-    ) -> Result<BTreeMap<String, splai_scheduler::api::ModelRouteSpec>, String> {
-        let api: Api<SPLAIModelRoute> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list(&ListParams::default())
+    async fn policies(&self, ns: &str) -> Result<BTreeMap<String, PolicySpec>, String> {
+        self.specs(ns, "policies", |p: SPLAIPolicy| p.spec.0).await
+    }
+
+    async fn routes(&self, ns: &str) -> Result<BTreeMap<String, ModelRouteSpec>, String> {
+        self.specs(ns, "model routes", |r: SPLAIModelRoute| r.spec.0)
             .await
-            .map_err(|e| format!("the webhook could not read the namespace's model routes: {e}"))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|r| Some((r.metadata.name?, r.spec.0)))
-            .collect())
     }
 }
 

@@ -3,22 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use splai_scheduler::api::{Dependency, Health, JobPhase, JobSpec, Outcome, TaskSpec};
+use splai_scheduler::api::{Dependency, Health, JobPhase, JobSpec, Outcome};
 
-use crate::harness::{Harness, caps};
-
-fn task(id: &str, command: &[&str]) -> TaskSpec {
-    TaskSpec {
-        id: id.into(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        resources: splai_scheduler::api::Resources {
-            cpu_millis: 1000,
-            memory_mib: 256,
-            gpus: 0,
-        },
-        ..TaskSpec::default()
-    }
-}
+use crate::harness::{Harness, caps, task};
 
 fn chain(n: usize, ms: u64) -> JobSpec {
     let ms = ms.to_string();

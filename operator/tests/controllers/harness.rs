@@ -18,7 +18,7 @@ use splai_protocol::{
     Agent, AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment, TokioNet,
 };
 use splai_scheduler::Settings;
-use splai_scheduler::api::{Capabilities, ExecutionRecord, JobPhase, JobSpec};
+use splai_scheduler::api::{Capabilities, ExecutionRecord, JobPhase, JobSpec, TaskSpec};
 use tokio::task::JoinHandle;
 
 /// What the fake executor did: every attempt it finished, in order.
@@ -318,6 +318,20 @@ impl Harness {
             self.kill(&id).await;
         }
         let _ = std::fs::remove_dir_all(&self.artifacts);
+    }
+}
+
+/// A one-cpu task that runs `command` on the fake executor.
+pub fn task(id: &str, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        resources: splai_scheduler::api::Resources {
+            cpu_millis: 1000,
+            memory_mib: 256,
+            gpus: 0,
+        },
+        ..TaskSpec::default()
     }
 }
 

@@ -4,23 +4,10 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use splai_scheduler::api::{
-    Dependency, JobPhase, JobSpec, Outcome, PlanKind, PlanSpec, RetryPolicy, TaskSpec,
+    Dependency, JobPhase, JobSpec, Outcome, PlanKind, PlanSpec, RetryPolicy,
 };
 
-use crate::harness::{Harness, caps};
-
-fn task(id: &str, command: &[&str]) -> TaskSpec {
-    TaskSpec {
-        id: id.into(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        resources: splai_scheduler::api::Resources {
-            cpu_millis: 1000,
-            memory_mib: 256,
-            gpus: 0,
-        },
-        ..TaskSpec::default()
-    }
-}
+use crate::harness::{Harness, caps, task};
 
 fn dep(task: &str, on: &[&str]) -> Dependency {
     Dependency {
