@@ -1,0 +1,181 @@
+//! What the agent does with an assignment: a `command` task runs in the [`sandbox`], and what it
+//! leaves (its output, its logs) goes to the artifact store under
+//! `jobs/<job>/<task>/<attempt>/`, whose URI the success report carries.
+//!
+//! `inference` tasks are not run by this build yet: they fail at once, not retryable, with a
+//! message that says so, rather than pretend.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use splai_protocol::{Executor, Outcome, TaskAssignment};
+use splai_scheduler::api::TaskKind;
+
+use crate::sandbox::{self, Attempt, Exit, SandboxConfig};
+
+/// Where artifacts go: a store and the URL its root has.
+#[derive(Clone, Debug)]
+pub struct ArtifactStore {
+    store: Arc<dyn ObjectStore>,
+    root: StorePath,
+    url: String,
+}
+
+impl ArtifactStore {
+    /// `file:///path` (created if missing), or any URL `object_store` knows in this build.
+    pub fn open(url: &str) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("artifact store `{url}` is not a URL: {e}"))?;
+        if parsed.scheme() == "file" {
+            std::fs::create_dir_all(parsed.path())?;
+        }
+        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars())
+            .map_err(|e| anyhow::anyhow!("artifact store `{url}`: {e}"))?;
+        Ok(ArtifactStore {
+            store: store.into(),
+            root,
+            url: url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn path(&self, rel: &str) -> StorePath {
+        rel.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    async fn put(&self, rel: &str, bytes: Vec<u8>) -> object_store::Result<()> {
+        self.store
+            .put(&self.path(rel), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+    }
+
+    pub fn uri(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.url)
+    }
+}
+
+pub struct WorkerExecutor {
+    pub sandbox: SandboxConfig,
+    pub artifacts: ArtifactStore,
+}
+
+/// The files a task left in its folder, relative to it (not `tmp/`), at most `limit`.
+fn outputs(dir: &Path, limit: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() && rel != Path::new("tmp") {
+                stack.push(path);
+            } else if kind.is_file() && found.len() < limit {
+                found.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+impl WorkerExecutor {
+    async fn command(&self, task: &TaskAssignment) -> Outcome {
+        let Some(spec) = &task.task_spec else {
+            return Outcome::Failed {
+                error: "the assignment carries no task spec; update the operator".into(),
+                retryable: false,
+            };
+        };
+        let env = vec![
+            ("SPLAI_JOB".to_owned(), task.job.clone()),
+            ("SPLAI_TASK".to_owned(), task.task.clone()),
+            ("SPLAI_ATTEMPT".to_owned(), task.attempt.to_string()),
+            ("TRACEPARENT".to_owned(), task.traceparent.clone()),
+        ];
+        let attempt = Attempt {
+            job: &task.job,
+            task: &task.task,
+            attempt: task.attempt,
+            argv: &spec.command,
+            env: &env,
+            // The core enforces the timeout too; this is the agent's own backstop.
+            timeout: spec.timeout_seconds.map(Duration::from_secs),
+        };
+        let done = match sandbox::run(&self.sandbox, &attempt).await {
+            Ok(done) => done,
+            Err(e) => {
+                let retryable = matches!(e, sandbox::SandboxError::Spawn { .. });
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    retryable,
+                };
+            }
+        };
+        let prefix = format!("jobs/{}/{}/{}", task.job, task.task, task.attempt);
+        let mut uploads = vec![
+            (format!("{prefix}/stdout.log"), done.stdout.clone()),
+            (format!("{prefix}/stderr.log"), done.stderr.clone()),
+        ];
+        for rel in outputs(&done.workdir, 1000) {
+            if let Ok(bytes) = std::fs::read(done.workdir.join(&rel)) {
+                uploads.push((format!("{prefix}/out/{rel}"), bytes));
+            }
+        }
+        for (rel, bytes) in uploads {
+            if let Err(e) = self.artifacts.put(&rel, bytes).await {
+                return Outcome::Failed {
+                    error: format!("storing artifact {rel}: {e}"),
+                    retryable: true,
+                };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&done.workdir);
+        let last_err = String::from_utf8_lossy(&done.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect::<String>();
+        match done.exit {
+            Exit::Code(0) => Outcome::Succeeded {
+                artifact_uri: Some(self.artifacts.uri(&format!("{prefix}/"))),
+            },
+            Exit::Code(code) => Outcome::Failed {
+                error: format!("exit code {code}: {last_err}"),
+                retryable: true,
+            },
+            Exit::Signal(sig) => Outcome::Failed {
+                error: format!("killed by signal {sig} (a limit, or the OOM killer): {last_err}"),
+                retryable: true,
+            },
+            Exit::TimedOut => Outcome::Failed {
+                error: "ran past its timeout; the process group was killed".into(),
+                retryable: true,
+            },
+        }
+    }
+}
+
+impl Executor for WorkerExecutor {
+    async fn run(&self, task: TaskAssignment) -> Outcome {
+        match task.task_spec.as_ref().map(|s| s.kind) {
+            Some(TaskKind::Inference) => Outcome::Failed {
+                error: "this splai-worker build does not run inference tasks yet".into(),
+                retryable: false,
+            },
+            _ => self.command(&task).await,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `splai-worker`: runs on each node (a DaemonSet), registers with the operator's agent endpoint,
+//! heartbeats, and runs the tasks it is assigned.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use splai_protocol::{Agent, AgentConfig, TokioNet};
+use splai_scheduler::api::Capabilities;
+use splai_worker::executor::{ArtifactStore, WorkerExecutor};
+use splai_worker::sandbox::SandboxConfig;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "SPLAI's worker agent")]
+struct Args {
+    /// This worker's name, the node's name in a cluster (from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    name: String,
+    /// The operator's agent endpoint(s), `host:port`, comma-separated for several replicas.
+    #[arg(
+        long,
+        env = "SPLAI_CONTROL_PLANE",
+        default_value = "splai-operator.splai-system:7400"
+    )]
+    control_plane: String,
+    /// Capabilities as YAML (cpuMillis, memoryMib, gpus, gpuModel, models, tools, locality,
+    /// classifications, speedFactor); the flags below override its fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    cpu_millis: Option<u32>,
+    #[arg(long)]
+    memory_mib: Option<u32>,
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// Models this worker serves, comma-separated (`*` for any).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Tools this worker offers, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    tools: Vec<String>,
+    /// The zone, for locality.
+    #[arg(long, env = "SPLAI_LOCALITY")]
+    locality: Option<String>,
+    /// Where task outputs and logs go.
+    #[arg(
+        long,
+        env = "SPLAI_ARTIFACTS",
+        default_value = "file:///var/lib/splai/artifacts"
+    )]
+    artifacts: String,
+    /// Where the tasks' private folders go.
+    #[arg(long, default_value = "/var/lib/splai/work")]
+    work_dir: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    heartbeat_seconds: u64,
+}
+
+fn node_capacity() -> (u32, u32) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(1 << 20);
+    (
+        u32::try_from(cpus * 1000).unwrap_or(u32::MAX),
+        u32::try_from(mem_kib / 1024).unwrap_or(u32::MAX),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut caps: Capabilities = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("{}: not valid worker capabilities", path.display()))?
+        }
+        None => {
+            let (cpu, mem) = node_capacity();
+            Capabilities {
+                cpu_millis: cpu,
+                memory_mib: mem,
+                ..Capabilities::default()
+            }
+        }
+    };
+    caps.cpu_millis = args.cpu_millis.unwrap_or(caps.cpu_millis);
+    caps.memory_mib = args.memory_mib.unwrap_or(caps.memory_mib);
+    caps.gpus = args.gpus.unwrap_or(caps.gpus);
+    if !args.models.is_empty() {
+        caps.models = args.models.clone();
+    }
+    if !args.tools.is_empty() {
+        caps.tools = args.tools.clone();
+    }
+    if args.locality.is_some() {
+        caps.locality = args.locality.clone();
+    }
+    let executor = WorkerExecutor {
+        sandbox: SandboxConfig::new(&args.work_dir),
+        artifacts: ArtifactStore::open(&args.artifacts)?,
+    };
+    // A new incarnation per process start: the core then knows a restarted agent lost its work.
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(1));
+    let config = AgentConfig {
+        incarnation,
+        heartbeat_interval: Duration::from_secs(args.heartbeat_seconds.max(1)),
+        dead_after: Duration::from_secs(args.heartbeat_seconds.max(1) * 3),
+        ..AgentConfig::new(&args.name, &args.control_plane, caps)
+    };
+    tracing::info!(worker = %args.name, control_plane = %args.control_plane, "starting");
+    let (agent, handle) = Agent::new(TokioNet, config, executor);
+    let running = tokio::spawn(agent.run());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    let _ = handle.shutdown();
+    let _ = running.await;
+    Ok(())
+}

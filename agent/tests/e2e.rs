@@ -1,0 +1,246 @@
+//! Real `splai-worker` processes against the operator (in this process) and the real API
+//! server: shell commands run in the sandbox, their artifacts land on disk, and an agent killed
+//! mid-task is restarted and the task retried under a new attempt.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use splai_operator::leader::LeaseConfig;
+use splai_operator::metrics::Metrics;
+use splai_operator::run::{OperatorConfig, run};
+use splai_operator::{SPLAIJob, SPLAIJobSpec};
+use splai_scheduler::Settings;
+use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, TaskSpec};
+
+struct Setup {
+    jobs: Api<SPLAIJob>,
+    ns: String,
+    endpoint: String,
+    dir: PathBuf,
+    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn setup(test: &str) -> Setup {
+    let (client, ns) = splai_testbed::namespace(test).await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in splai_operator::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dir = std::env::temp_dir().join(format!("splai-e2e-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let endpoint = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = OperatorConfig {
+        namespace: Some(ns.clone()),
+        worker_namespace: ns.clone(),
+        agent_listen: endpoint.clone(),
+        artifacts: format!("file://{}/records", dir.display()),
+        lease: LeaseConfig {
+            namespace: ns.clone(),
+            name: "splai-operator".into(),
+            identity: "op-0".into(),
+            duration: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+        },
+        flush_interval: Duration::from_millis(50),
+        worker_refresh: Duration::from_secs(30),
+        settings: Settings {
+            stale_after_ms: 2_000,
+            lost_after_ms: 4_000,
+            assignment_grace_ms: 4_000,
+            ..Settings::default()
+        },
+    };
+    let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
+    Setup {
+        jobs: Api::namespaced(client, &ns),
+        ns,
+        endpoint,
+        dir,
+        operator,
+    }
+}
+
+/// A real `splai-worker` process.
+fn worker(s: &Setup, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_splai-worker"))
+        .args(["--name", name, "--control-plane", &s.endpoint])
+        .args([
+            "--cpu-millis",
+            "4000",
+            "--memory-mib",
+            "4096",
+            "--heartbeat-seconds",
+            "1",
+        ])
+        .arg("--artifacts")
+        .arg(format!("file://{}/artifacts", s.dir.display()))
+        .arg("--work-dir")
+        .arg(s.dir.join(format!("work-{name}")))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("splai-worker starts")
+}
+
+fn shell(id: &str, script: &str) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        resources: splai_scheduler::api::Resources {
+            cpu_millis: 1000,
+            memory_mib: 128,
+            gpus: 0,
+        },
+        ..TaskSpec::default()
+    }
+}
+
+async fn submit(s: &Setup, name: &str, spec: JobSpec) {
+    let mut job = SPLAIJob::new(name, SPLAIJobSpec(spec));
+    job.meta_mut().namespace = Some(s.ns.clone());
+    s.jobs.create(&PostParams::default(), &job).await.unwrap();
+}
+
+async fn wait_until(s: &Setup, name: &str, done: impl Fn(&SPLAIJob) -> bool) -> SPLAIJob {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = s.jobs.get(name).await.unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never got there: {:#?}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn completed(j: &SPLAIJob) -> bool {
+    j.status
+        .as_ref()
+        .is_some_and(|s| s.job.phase.is_terminal() && s.records_uri.is_some())
+}
+
+fn file_of(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").expect("a file:// URI"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_workers_run_shell_commands_and_their_artifacts_land_on_disk() {
+    let s = setup("e2e-run").await;
+    let mut workers = [worker(&s, "w1"), worker(&s, "w2")];
+    let spec = JobSpec {
+        tenant: "acme".into(),
+        tasks: vec![
+            shell("count", "echo 21 > n.txt; echo counted"),
+            shell("left", "echo left-$SPLAI_ATTEMPT"),
+            shell("right", "echo right; echo to-stderr >&2"),
+        ],
+        dependencies: vec![
+            Dependency {
+                task: "left".into(),
+                depends_on: vec!["count".into()],
+            },
+            Dependency {
+                task: "right".into(),
+                depends_on: vec!["count".into()],
+            },
+        ],
+        ..JobSpec::default()
+    };
+    submit(&s, "shells", spec).await;
+    let job = wait_until(&s, "shells", completed).await;
+    let status = job.status.unwrap();
+    assert_eq!(
+        status.job.phase,
+        JobPhase::Completed,
+        "{:?}",
+        status.job.message
+    );
+    let results = &status.job.result_artifacts;
+    assert_eq!(results.len(), 2, "{status:#?}");
+    let base = format!("file://{}/artifacts/jobs/{}/shells", s.dir.display(), s.ns);
+    let left = results.iter().find(|r| r.task == "left").unwrap();
+    assert_eq!(left.uri, format!("{base}/left/1/"));
+    assert_eq!(read(&file_of(&left.uri).join("stdout.log")), "left-1\n");
+    let right = results.iter().find(|r| r.task == "right").unwrap();
+    assert_eq!(read(&file_of(&right.uri).join("stderr.log")), "to-stderr\n");
+    let count = file_of(&format!("{base}/count/1/"));
+    assert_eq!(read(&count.join("out/n.txt")), "21\n");
+    assert!(status.job.result_artifact_uri.is_some());
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    s.operator.abort();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_task_is_restarted_and_the_task_runs_again_under_a_new_attempt() {
+    let s = setup("e2e-restart").await;
+    let mut w1 = worker(&s, "w1");
+    let spec = JobSpec {
+        tenant: "acme".into(),
+        tasks: vec![shell("slow", "sleep 2; echo done-$SPLAI_ATTEMPT")],
+        ..JobSpec::default()
+    };
+    submit(&s, "restarted", spec).await;
+    wait_until(&s, "restarted", |j| {
+        j.status
+            .as_ref()
+            .is_some_and(|st| st.job.tasks.iter().any(|t| t.started_at.is_some()))
+    })
+    .await;
+    // SIGKILL: the process and its report of attempt 1 are gone; its sandboxed `sleep` is
+    // orphaned and may still finish, but nothing reports for it.
+    w1.kill().unwrap();
+    w1.wait().unwrap();
+    let mut w1 = worker(&s, "w1");
+    let job = wait_until(&s, "restarted", completed).await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(
+        status.job.phase,
+        JobPhase::Completed,
+        "{:?}",
+        status.job.message
+    );
+    let records = read(&file_of(status.records_uri.as_deref().unwrap()));
+    let records: Vec<splai_scheduler::api::ExecutionRecord> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0].attempt, 1);
+    assert_ne!(records[0].outcome, Outcome::Succeeded);
+    assert_eq!(records[1].attempt, 2);
+    assert_eq!(records[1].outcome, Outcome::Succeeded);
+    let out = file_of(records[1].artifact_uri.as_deref().unwrap()).join("stdout.log");
+    assert_eq!(read(&out), "done-2\n");
+    let _ = w1.kill();
+    let _ = w1.wait();
+    s.operator.abort();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
