@@ -1,9 +1,10 @@
-//! What the agent does with an assignment: a `command` task runs in the [`sandbox`], and what it
-//! leaves (its output, its logs) goes to the artifact store under
+//! What the agent does with an assignment: a `command` task runs in the [`sandbox`]; an
+//! `inference` task calls the backend its route resolved to ([`crate::inference`]). What a task
+//! leaves (output, logs, the model's answer) goes to the artifact store under
 //! `jobs/<job>/<task>/<attempt>/`, whose URI the success report carries.
 //!
-//! `inference` tasks are not run by this build yet: they fail at once, not retryable, with a
-//! message that says so, rather than pretend.
+//! The models this worker has served recently are its warm models, reported with each heartbeat
+//! so that the core's `model_warm_cache` term favours it for them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +63,78 @@ impl ArtifactStore {
 pub struct WorkerExecutor {
     pub sandbox: SandboxConfig,
     pub artifacts: ArtifactStore,
+    pub inference: crate::inference::Client,
+    /// Models used most recently first, at most `warm_slots`.
+    pub warm: std::sync::Mutex<Vec<String>>,
+    pub warm_slots: usize,
+}
+
+impl WorkerExecutor {
+    pub fn new(
+        sandbox: SandboxConfig,
+        artifacts: ArtifactStore,
+        inference: crate::inference::Client,
+        warm_models: Vec<String>,
+        warm_slots: usize,
+    ) -> Self {
+        WorkerExecutor {
+            sandbox,
+            artifacts,
+            inference,
+            warm: std::sync::Mutex::new(warm_models),
+            warm_slots: warm_slots.max(1),
+        }
+    }
+
+    fn used(&self, model: &str) {
+        let mut warm = self
+            .warm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        warm.retain(|m| m != model);
+        warm.insert(0, model.to_owned());
+        warm.truncate(self.warm_slots);
+    }
+
+    async fn inference(&self, task: &TaskAssignment) -> Outcome {
+        let Some(route) = &task.route else {
+            return Outcome::Failed {
+                error: "the inference task has no route: create a SPLAIModelRoute that matches it"
+                    .into(),
+                retryable: false,
+            };
+        };
+        let prompt = task
+            .task_spec
+            .as_ref()
+            .and_then(|s| s.input.clone())
+            .unwrap_or_default();
+        match self.inference.call(route, &prompt).await {
+            Ok(answer) => {
+                self.used(&route.model);
+                let prefix = format!("jobs/{}/{}/{}", task.job, task.task, task.attempt);
+                let raw = serde_json::to_vec_pretty(&answer.raw).unwrap_or_default();
+                for (rel, bytes) in [
+                    (format!("{prefix}/response.txt"), answer.text.into_bytes()),
+                    (format!("{prefix}/response.json"), raw),
+                ] {
+                    if let Err(e) = self.artifacts.put(&rel, bytes).await {
+                        return Outcome::Failed {
+                            error: format!("storing artifact {rel}: {e}"),
+                            retryable: true,
+                        };
+                    }
+                }
+                Outcome::Succeeded {
+                    artifact_uri: Some(self.artifacts.uri(&format!("{prefix}/"))),
+                }
+            }
+            Err(e) => Outcome::Failed {
+                retryable: e.retryable(),
+                error: e.to_string(),
+            },
+        }
+    }
 }
 
 /// The files a task left in its folder, relative to it (not `tmp/`), at most `limit`.
@@ -171,11 +244,19 @@ impl WorkerExecutor {
 impl Executor for WorkerExecutor {
     async fn run(&self, task: TaskAssignment) -> Outcome {
         match task.task_spec.as_ref().map(|s| s.kind) {
-            Some(TaskKind::Inference) => Outcome::Failed {
-                error: "this splai-worker build does not run inference tasks yet".into(),
-                retryable: false,
-            },
+            Some(TaskKind::Inference) => self.inference(&task).await,
             _ => self.command(&task).await,
+        }
+    }
+
+    fn load(&self) -> splai_protocol::Load {
+        splai_protocol::Load {
+            warm_models: self
+                .warm
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            ..splai_protocol::Load::default()
         }
     }
 }

@@ -1,9 +1,10 @@
-//! `splai-worker`, SPLAI's worker agent. So far: [`sandbox`], which runs a `command` task as the
-//! issue asks: its own process group, killed whole on timeout or cancel, rlimits on cpu time,
-//! memory, open files and file size, a cleared environment with an allow-list, a private working
-//! folder, `no_new_privs`, and stdout and stderr captured up to a cap.
+//! `splai-worker`, SPLAI's worker agent: [`sandbox`] runs `command` tasks (own process group,
+//! rlimits, `no_new_privs`, a clean environment, a private folder, captured output),
+//! [`inference`] calls model backends (Ollama and OpenAI-compatible APIs), and [`executor`]
+//! ties them to the agent protocol and the artifact store.
 
 #![forbid(unsafe_code)]
 
 pub mod executor;
+pub mod inference;
 pub mod sandbox;

@@ -9,6 +9,7 @@ use clap::Parser;
 use splai_protocol::{Agent, AgentConfig, TokioNet};
 use splai_scheduler::api::Capabilities;
 use splai_worker::executor::{ArtifactStore, WorkerExecutor};
+use splai_worker::inference::{Client, InferenceConfig};
 use splai_worker::sandbox::SandboxConfig;
 
 #[derive(Parser, Debug)]
@@ -55,6 +56,16 @@ struct Args {
     work_dir: PathBuf,
     #[arg(long, default_value_t = 5)]
     heartbeat_seconds: u64,
+    /// A file holding the API key for OpenAI-compatible backends (a mounted Secret); else the
+    /// variable SPLAI_API_KEY.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Seconds an inference call may take.
+    #[arg(long, default_value_t = 300)]
+    inference_timeout_seconds: u64,
+    /// Models kept warm at once (reported with heartbeats).
+    #[arg(long, default_value_t = 2)]
+    warm_slots: usize,
 }
 
 fn node_capacity() -> (u32, u32) {
@@ -111,10 +122,27 @@ async fn main() -> anyhow::Result<()> {
     if args.locality.is_some() {
         caps.locality = args.locality.clone();
     }
-    let executor = WorkerExecutor {
-        sandbox: SandboxConfig::new(&args.work_dir),
-        artifacts: ArtifactStore::open(&args.artifacts)?,
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API key from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("SPLAI_API_KEY").ok(),
     };
+    let inference = Client::new(InferenceConfig {
+        api_key,
+        timeout: Duration::from_secs(args.inference_timeout_seconds.max(1)),
+        ..InferenceConfig::default()
+    });
+    let executor = WorkerExecutor::new(
+        SandboxConfig::new(&args.work_dir),
+        ArtifactStore::open(&args.artifacts)?,
+        inference,
+        Vec::new(),
+        args.warm_slots,
+    );
     // A new incarnation per process start: the core then knows a restarted agent lost its work.
     let incarnation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
