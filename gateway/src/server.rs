@@ -1,0 +1,390 @@
+//! The HTTP API (axum). Every request carries a bearer token; the token names a tenant, and the
+//! tenant a namespace. The gateway only ever reads and writes jobs in that namespace that carry
+//! the tenant's label, so a tenant can neither see nor cancel another's jobs: to it they do not
+//! exist (404).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Deserialize;
+use splai_operator::{SPLAIJob, SPLAIJobSpec};
+
+use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest};
+
+/// The label that ties a job to its tenant.
+pub const TENANT_LABEL: &str = "splai.io/tenant";
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantEntry {
+    pub token: String,
+    pub tenant: String,
+    pub namespace: String,
+}
+
+/// The tokens file (a mounted Secret): `tenants: [{token, tenant, namespace}, ...]`.
+#[derive(Clone, Debug, Default)]
+pub struct Tokens(HashMap<String, Arc<TenantEntry>>);
+
+impl Tokens {
+    pub fn parse(yaml: &str) -> anyhow::Result<Tokens> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            tenants: Vec<TenantEntry>,
+        }
+        let file: File = serde_yaml_ng::from_str(yaml)
+            .map_err(|e| anyhow::anyhow!("the tokens file is not valid: {e}"))?;
+        let mut map = HashMap::new();
+        for t in file.tenants {
+            if t.token.len() < 16 {
+                anyhow::bail!(
+                    "the token of tenant `{}` is shorter than 16 characters; use a long random one",
+                    t.tenant
+                );
+            }
+            map.insert(t.token.clone(), Arc::new(t));
+        }
+        Ok(Tokens(map))
+    }
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub client: Client,
+    pub tokens: Arc<Tokens>,
+}
+
+/// An error in the API's one shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(name: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job `{name}` does not exist for this tenant"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) => {
+                let status = StatusCode::from_u16(s.code).unwrap_or(StatusCode::BAD_GATEWAY);
+                let code = match s.code {
+                    400 | 422 => "invalid",
+                    403 => "refused",
+                    404 => "not_found",
+                    409 => "conflict",
+                    _ => "upstream",
+                };
+                ApiError::new(status, code, s.message)
+            }
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                format!("the Kubernetes API is unreachable: {other}"),
+            ),
+        }
+    }
+}
+
+/// The caller's tenant, from `Authorization: Bearer TOKEN`.
+pub struct Caller(Arc<TenantEntry>);
+
+impl FromRequestParts<Arc<Gateway>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send `Authorization: Bearer TOKEN` with your tenant's token",
+                )
+            })?;
+        gw.tokens
+            .0
+            .get(token.trim())
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the token is not valid",
+                )
+            })
+    }
+}
+
+impl Caller {
+    fn jobs(&self, gw: &Gateway) -> Api<SPLAIJob> {
+        Api::namespaced(gw.client.clone(), &self.0.namespace)
+    }
+
+    fn owns(&self, job: &SPLAIJob) -> bool {
+        job.labels().get(TENANT_LABEL) == Some(&self.0.tenant)
+    }
+
+    async fn job(&self, gw: &Gateway, name: &str) -> Result<SPLAIJob, ApiError> {
+        match self.jobs(gw).get_opt(name).await? {
+            Some(job) if self.owns(&job) => Ok(job),
+            _ => Err(ApiError::not_found(name)),
+        }
+    }
+}
+
+pub fn router(gw: Gateway) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{name}", get(get_job))
+        .route("/v1/jobs/{name}/cancel", post(cancel))
+        .route("/v1/jobs/{name}/watch", get(watch))
+        .route("/v1/jobs/{name}/artifacts", get(artifacts))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Arc::new(gw))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+async fn submit(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "invalid"
+        };
+        ApiError::new(status, code, format!("{e} (the limit is {MAX_BODY} bytes)"))
+    })?;
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("yaml"));
+    let mut value: serde_json::Value = if yaml {
+        serde_yaml_ng::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the YAML body: {e}"),
+            )
+        })?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the JSON body: {e}"),
+            )
+        })?
+    };
+    // The tenant is the token's: filled in when left out, refused when it names another.
+    let tenant = &caller.0.tenant;
+    if let Some(spec) = value.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        match spec.get("tenant").and_then(|t| t.as_str()) {
+            None | Some("") => {
+                spec.insert("tenant".into(), serde_json::Value::String(tenant.clone()));
+            }
+            Some(other) if other != tenant => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "refused",
+                    format!(
+                        "spec.tenant is `{other}` but your token is tenant `{tenant}`: drop spec.tenant or use your own"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let request: SubmitRequest = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the request body: {e}"),
+        )
+    })?;
+    if !valid_name(&request.name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "name `{}` is not valid: use lowercase letters, digits and `-`, at most 63 characters",
+                request.name
+            ),
+        ));
+    }
+    let spec = request.spec;
+    let mut job = SPLAIJob::new(&request.name, SPLAIJobSpec(spec));
+    job.meta_mut().namespace = Some(caller.0.namespace.clone());
+    job.meta_mut()
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(TENANT_LABEL.to_owned(), tenant.clone());
+    let created = caller
+        .jobs(&gw)
+        .create(&PostParams::default(), &job)
+        .await?;
+    Ok((StatusCode::CREATED, Json(JobView::from(&created))))
+}
+
+async fn list(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let lp = ListParams::default().labels(&format!("{TENANT_LABEL}={}", caller.0.tenant));
+    let jobs = caller.jobs(&gw).list(&lp).await?;
+    Ok(Json(jobs.items.iter().map(JobView::from).collect()))
+}
+
+async fn get_job(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(JobView::from(&caller.job(&gw, &name).await?)))
+}
+
+async fn cancel(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    caller.job(&gw, &name).await?;
+    let patch = serde_json::json!({"spec": {"cancel": true}});
+    let job = caller
+        .jobs(&gw)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
+}
+
+async fn artifacts(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Artifacts>, ApiError> {
+    let job = caller.job(&gw, &name).await?;
+    let status = job.status.unwrap_or_default();
+    Ok(Json(Artifacts {
+        result: status.job.result_artifact_uri,
+        results: status.job.result_artifacts,
+        records: status.records_uri,
+    }))
+}
+
+/// Server-Sent Events: one `status` event per change of the job, until it has ended.
+async fn watch(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let first = caller.job(&gw, &name).await?;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let tenant = caller.0.tenant.clone();
+    let changes = watcher(caller.jobs(&gw), config)
+        .applied_objects()
+        .filter_map(move |j| {
+            let tenant = tenant.clone();
+            async move {
+                j.ok()
+                    .filter(|j| j.labels().get(TENANT_LABEL) == Some(&tenant))
+            }
+        });
+    let views = futures::stream::once(async move { first })
+        .chain(changes)
+        .map(|j| JobView::from(&j));
+    // Changes only, and nothing after the event that shows the job ended.
+    let events = views
+        .scan((None::<JobView>, false), |(last, ended), view| {
+            let out = if *ended {
+                None
+            } else {
+                let fresh = last.as_ref() != Some(&view);
+                *ended = view.finished();
+                *last = Some(view.clone());
+                Some(fresh.then_some(view))
+            };
+            futures::future::ready(out)
+        })
+        .filter_map(futures::future::ready)
+        .map(|view| {
+            Ok(SseEvent::default()
+                .event("status")
+                .json_data(&view)
+                .unwrap_or_default())
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+}

@@ -1,0 +1,398 @@
+//! The gateway against the real API server: tenant isolation, authentication, bad requests, the
+//! OpenAPI document, and the whole flow from the `splai` CLI through the gateway and the operator
+//! to real `splai-worker` processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use splai_gateway::api::{ErrorBody, JobView};
+use splai_gateway::server::{Gateway, Tokens, router};
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in splai_operator::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("gateway-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+const TOKEN_A: &str = "token-of-tenant-a-0123456789";
+const TOKEN_B: &str = "token-of-tenant-b-0123456789";
+
+/// A gateway for tenants `a` (namespace `ns_a`) and `b` (`ns_b`); its base URL.
+async fn gateway(client: &Client, ns_a: &str, ns_b: &str) -> String {
+    let tokens = Tokens::parse(&format!(
+        "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: {ns_a}}}\n- {{token: {TOKEN_B}, tenant: b, namespace: {ns_b}}}\n"
+    ))
+    .unwrap();
+    let app = router(Gateway {
+        client: client.clone(),
+        tokens: Arc::new(tokens),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn job(name: &str) -> Value {
+    json!({"name": name, "spec": {"tasks": [
+        {"id": "hello", "kind": "command", "command": ["sh", "-c", "echo hello"],
+         "resources": {"cpuMillis": 500, "memoryMib": 64}}
+    ]}})
+}
+
+async fn error_of(response: reqwest::Response) -> (StatusCode, ErrorBody) {
+    let status = response.status();
+    let body: ErrorBody = response.json().await.expect("errors are JSON in one shape");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
+    let (client, ns_a) = splai_testbed::namespace("gw-a").await.unwrap();
+    let (_, ns_b) = splai_testbed::namespace("gw-b").await.unwrap();
+    install_crds(&client).await;
+    let base = gateway(&client, &ns_a, &ns_b).await;
+    let http = reqwest::Client::new();
+
+    let created = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_A)
+        .json(&job("secret-plan"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        created.text().await
+    );
+    let view: JobView = created.json().await.unwrap();
+    assert_eq!(view.tenant, "a");
+    // YAML works too.
+    let yaml =
+        "name: from-yaml\nspec:\n  tasks:\n  - {id: t, kind: command, command: [\"true\"]}\n";
+    let created = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_A)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    // Tenant b can neither see, list nor cancel tenant a's job.
+    for (method, path) in [
+        ("GET", "/v1/jobs/secret-plan"),
+        ("POST", "/v1/jobs/secret-plan/cancel"),
+        ("GET", "/v1/jobs/secret-plan/artifacts"),
+        ("GET", "/v1/jobs/secret-plan/watch"),
+    ] {
+        let req = http.request(method.parse().unwrap(), format!("{base}{path}"));
+        let (status, body) = error_of(req.bearer_auth(TOKEN_B).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(body.error.code, "not_found");
+    }
+    let listed: Vec<JobView> = http
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_B)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    let listed: Vec<JobView> = http
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    // A tenant cannot submit in another's name.
+    let mut other = job("impostor");
+    other["spec"]["tenant"] = json!("a");
+    let (status, body) = error_of(
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(TOKEN_B)
+            .json(&other)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body.error.message.contains("your token is tenant `b`"),
+        "{body:?}"
+    );
+
+    // Missing and wrong tokens.
+    let (status, body) = error_of(http.get(format!("{base}/v1/jobs")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.error.message.contains("Bearer"), "{body:?}");
+    let (status, _) = error_of(
+        http.get(format!("{base}/v1/jobs"))
+            .bearer_auth("not-a-token-at-all-000000")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Malformed, unknown fields, bad names, oversized.
+    let bad = |body: Vec<u8>| {
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(TOKEN_A)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let (status, body) = error_of(bad(b"{not json".to_vec()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.error.message.contains("the JSON body"), "{body:?}");
+    let mut unknown = job("typo");
+    unknown["spec"]["taks"] = json!([]);
+    let (status, body) = error_of(bad(unknown.to_string().into_bytes()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.error.message.contains("unknown field `taks`"),
+        "{body:?}"
+    );
+    let (status, body) =
+        error_of(bad(job("Bad_Name").to_string().into_bytes()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.error.message.contains("is not valid"), "{body:?}");
+    let (status, body) = error_of(bad(vec![b' '; 2 << 20]).await.unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body.error.code, "too_large");
+    // A name already taken is the API server's conflict, passed on.
+    let (status, body) = error_of(
+        bad(job("secret-plan").to_string().into_bytes())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.error.message.contains("already exists"), "{body:?}");
+
+    // Tenant a may cancel its own job.
+    let cancelled = http
+        .post(format!("{base}/v1/jobs/secret-plan/cancel"))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let doc: Value = serde_json::from_str(splai_gateway::openapi::DOCUMENT).unwrap();
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{name}",
+        "/v1/jobs/{name}/cancel",
+        "/v1/jobs/{name}/watch",
+        "/v1/jobs/{name}/artifacts",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+}
+
+/// Worker processes, killed when the test ends, passed or failed.
+struct Reaped(Vec<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Builds the worker binary (cargo only builds a package's own binaries for its tests) and
+/// returns its path.
+fn splai_worker_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "splai-worker", "--bin", "splai-worker"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building splai-worker failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/splai-worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_through_the_gateway_and_watches_real_workers_complete_the_job() {
+    use splai_operator::leader::LeaseConfig;
+    use splai_operator::metrics::Metrics;
+    use splai_operator::run::{OperatorConfig, run};
+
+    let (client, ns) = splai_testbed::namespace("gw-e2e").await.unwrap();
+    install_crds(&client).await;
+    let dir = std::env::temp_dir().join(format!("splai-gw-e2e-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let endpoint = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = OperatorConfig {
+        namespace: Some(ns.clone()),
+        worker_namespace: ns.clone(),
+        agent_listen: endpoint.clone(),
+        artifacts: format!("file://{}/records", dir.display()),
+        lease: LeaseConfig {
+            namespace: ns.clone(),
+            name: "splai-operator".into(),
+            identity: "op-0".into(),
+            duration: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+        },
+        flush_interval: Duration::from_millis(50),
+        worker_refresh: Duration::from_secs(30),
+        settings: splai_scheduler::Settings::default(),
+    };
+    let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
+    let worker_bin = splai_worker_binary();
+    let _workers = Reaped(
+        ["node-1", "node-2"]
+            .iter()
+            .map(|name| {
+                Command::new(&worker_bin)
+                    .args(["--name", name, "--control-plane", &endpoint])
+                    .args([
+                        "--cpu-millis",
+                        "2000",
+                        "--memory-mib",
+                        "2048",
+                        "--heartbeat-seconds",
+                        "1",
+                    ])
+                    .arg("--artifacts")
+                    .arg(format!("file://{}/artifacts", dir.display()))
+                    .arg("--work-dir")
+                    .arg(dir.join(format!("work-{name}")))
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let base = gateway(&client, &ns, "unused-namespace").await;
+    let file = dir.join("job.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: splai.io/v1alpha1
+kind: SPLAIJob
+metadata:
+  name: word-count
+spec:
+  tasks:
+    - {id: fetch, kind: command, command: [sh, -c, "printf 'a b c\nd e\n' > text.txt"], resources: {cpuMillis: 500, memoryMib: 64}}
+    - {id: count, kind: command, command: [sh, -c, "echo 5 words"], resources: {cpuMillis: 500, memoryMib: 64}}
+  dependencies:
+    - {task: count, dependsOn: [fetch]}
+"#,
+    )
+    .unwrap();
+    let cli = env!("CARGO_BIN_EXE_splai");
+    let out = tokio::task::spawn_blocking({
+        let (base, file) = (base.clone(), file.clone());
+        move || {
+            let mut child = Command::new(cli)
+                .args(["--server", &base, "--token", TOKEN_A, "submit"])
+                .arg(&file)
+                .arg("--watch")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A guard against hanging forever, not a timing assertion.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("submitted word-count"), "{stdout}");
+    assert!(stdout.contains("Completed: 2/2 succeeded"), "{stdout}");
+    let result = format!(
+        "result: file://{}/artifacts/jobs/{ns}/word-count/count/1/",
+        dir.display()
+    );
+    assert!(stdout.contains(&result), "{stdout}");
+    let count = PathBuf::from(format!(
+        "{}/artifacts/jobs/{ns}/word-count/count/1/stdout.log",
+        dir.display()
+    ));
+    assert_eq!(std::fs::read_to_string(count).unwrap(), "5 words\n");
+    let fetched = PathBuf::from(format!(
+        "{}/artifacts/jobs/{ns}/word-count/fetch/1/out/text.txt",
+        dir.display()
+    ));
+    assert_eq!(std::fs::read_to_string(fetched).unwrap(), "a b c\nd e\n");
+
+    // get, list and explain through the gateway.
+    let run_cli = |args: &[&str]| {
+        let out = Command::new(cli)
+            .args(["--server", &base, "--token", TOKEN_A])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run_cli(&["get", "word-count"]).contains("Completed"));
+    assert!(run_cli(&["list"]).contains("word-count"));
+    assert!(
+        run_cli(&["explain", "word-count", "count"])
+            .contains("count is neither running nor waiting")
+    );
+
+    operator.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
