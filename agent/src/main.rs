@@ -63,9 +63,43 @@ struct Args {
     /// Seconds an inference call may take.
     #[arg(long, default_value_t = 300)]
     inference_timeout_seconds: u64,
+    /// Create or update this worker's SPLAIWorker in this namespace at start (with the
+    /// kubeconfig, or the pod's service account), so the worker owns its spec.
+    #[arg(long, env = "SPLAI_WORKER_NAMESPACE")]
+    register_in: Option<String>,
     /// Models kept warm at once (reported with heartbeats).
     #[arg(long, default_value_t = 2)]
     warm_slots: usize,
+}
+
+/// Applies this worker's `SPLAIWorker` (its spec: the capabilities) by server-side apply, as
+/// field manager `splai-worker`. The operator writes its status.
+async fn register(ns: &str, name: &str, caps: &Capabilities) -> anyhow::Result<()> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let client = kube::Client::try_default()
+        .await
+        .context("--register-in needs a kubeconfig or a service account")?;
+    let gvk = GroupVersionKind::gvk("splai.io", "v1alpha1", "SPLAIWorker");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "splaiworkers");
+    let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &resource);
+    let body = serde_json::json!({
+        "apiVersion": "splai.io/v1alpha1",
+        "kind": "SPLAIWorker",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "splai-worker", "splai.io/node": name},
+        },
+        "spec": {"capabilities": caps},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("splai-worker").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .with_context(|| format!("registering SPLAIWorker {ns}/{name}"))?;
+    tracing::info!(worker = %name, namespace = %ns, "registered");
+    Ok(())
 }
 
 fn node_capacity() -> (u32, u32) {
@@ -136,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.inference_timeout_seconds.max(1)),
         ..InferenceConfig::default()
     });
+    if let Some(ns) = &args.register_in {
+        register(ns, &args.name, &caps).await?;
+    }
     let executor = WorkerExecutor::new(
         SandboxConfig::new(&args.work_dir),
         ArtifactStore::open(&args.artifacts)?,

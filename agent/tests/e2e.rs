@@ -93,6 +93,8 @@ fn worker(s: &Setup, name: &str) -> Child {
         .arg(format!("file://{}/artifacts", s.dir.display()))
         .arg("--work-dir")
         .arg(s.dir.join(format!("work-{name}")))
+        .args(["--register-in", &s.ns])
+        .env("KUBECONFIG", splai_testbed::shared().unwrap().kubeconfig())
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("splai-worker starts")
@@ -190,6 +192,24 @@ async fn two_real_workers_run_shell_commands_and_their_artifacts_land_on_disk() 
     let count = file_of(&format!("{base}/count/1/"));
     assert_eq!(read(&count.join("out/n.txt")), "21\n");
     assert!(status.job.result_artifact_uri.is_some());
+    // Each worker registered its own SPLAIWorker (its spec), and the operator keeps its status.
+    let api: Api<splai_operator::SPLAIWorker> =
+        Api::namespaced(s.jobs.clone().into_client(), &s.ns);
+    for name in ["w1", "w2"] {
+        let w = api.get(name).await.unwrap();
+        assert_eq!(w.spec.0.capabilities.cpu_millis, 4000);
+        let labels = w.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("splai.io/node").map(String::as_str), Some(name));
+        let managers: Vec<String> = w
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert!(managers.iter().any(|m| m == "splai-worker"), "{managers:?}");
+        assert!(w.status.is_some(), "the operator writes the status");
+    }
     for w in &mut workers {
         let _ = w.kill();
         let _ = w.wait();
