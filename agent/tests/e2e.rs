@@ -10,7 +10,6 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
@@ -47,25 +46,17 @@ async fn setup(test: &str) -> Setup {
         .unwrap()
         .to_string();
     let config = OperatorConfig {
-        namespace: Some(ns.clone()),
-        worker_namespace: ns.clone(),
-        agent_listen: endpoint.clone(),
-        artifacts: format!("file://{}/records", dir.display()),
-        lease: LeaseConfig {
-            namespace: ns.clone(),
-            name: "splai-operator".into(),
-            identity: "op-0".into(),
-            duration: Duration::from_secs(3),
-            renew_every: Duration::from_secs(1),
-        },
-        flush_interval: Duration::from_millis(50),
-        worker_refresh: Duration::from_secs(30),
         settings: Settings {
             stale_after_ms: 2_000,
             lost_after_ms: 4_000,
             assignment_grace_ms: 4_000,
             ..Settings::default()
         },
+        ..OperatorConfig::in_namespace(
+            &ns,
+            endpoint.clone(),
+            format!("file://{}/records", dir.display()),
+        )
     };
     let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
     Setup {

@@ -262,7 +262,6 @@ fn splai_worker_binary() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_submits_through_the_gateway_and_watches_real_workers_complete_the_job() {
-    use splai_operator::leader::LeaseConfig;
     use splai_operator::metrics::Metrics;
     use splai_operator::run::{OperatorConfig, run};
 
@@ -276,20 +275,12 @@ async fn the_cli_submits_through_the_gateway_and_watches_real_workers_complete_t
         .unwrap()
         .to_string();
     let config = OperatorConfig {
-        namespace: Some(ns.clone()),
-        worker_namespace: ns.clone(),
-        agent_listen: endpoint.clone(),
-        artifacts: format!("file://{}/records", dir.display()),
-        lease: LeaseConfig {
-            namespace: ns.clone(),
-            name: "splai-operator".into(),
-            identity: "op-0".into(),
-            duration: Duration::from_secs(3),
-            renew_every: Duration::from_secs(1),
-        },
-        flush_interval: Duration::from_millis(50),
-        worker_refresh: Duration::from_secs(30),
         settings: splai_scheduler::Settings::default(),
+        ..OperatorConfig::in_namespace(
+            &ns,
+            endpoint.clone(),
+            format!("file://{}/records", dir.display()),
+        )
     };
     let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
     let worker_bin = splai_worker_binary();

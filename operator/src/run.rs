@@ -48,6 +48,29 @@ pub struct OperatorConfig {
     pub settings: Settings,
 }
 
+impl OperatorConfig {
+    /// One replica confined to `namespace` (its jobs, workers and lease), with a short lease
+    /// and quick flushes: for a laptop, a CI job or a test.
+    pub fn in_namespace(namespace: &str, agent_listen: String, artifacts: String) -> Self {
+        OperatorConfig {
+            namespace: Some(namespace.to_owned()),
+            worker_namespace: namespace.to_owned(),
+            agent_listen,
+            artifacts,
+            lease: LeaseConfig {
+                namespace: namespace.to_owned(),
+                name: "splai-operator".into(),
+                identity: "splai-operator-0".into(),
+                duration: Duration::from_secs(3),
+                renew_every: Duration::from_secs(1),
+            },
+            flush_interval: Duration::from_millis(50),
+            worker_refresh: Duration::from_secs(30),
+            settings: Settings::default(),
+        }
+    }
+}
+
 /// Wall-clock time as the core counts it.
 pub fn now() -> Timestamp {
     let ms = SystemTime::now()
