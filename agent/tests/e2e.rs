@@ -7,9 +7,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
@@ -26,18 +25,7 @@ struct Setup {
 
 async fn setup(test: &str) -> Setup {
     let (client, ns) = splai_testbed::namespace(test).await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in splai_operator::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    splai_operator::crd::install(&client).await.unwrap();
     let dir = std::env::temp_dir().join(format!("splai-e2e-{ns}"));
     std::fs::create_dir_all(&dir).unwrap();
     let endpoint = std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,27 +7,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use splai_gateway::api::{ErrorBody, JobView};
 use splai_gateway::server::{Gateway, Tokens, router};
 
 async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in splai_operator::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("gateway-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    splai_operator::crd::install(client).await.unwrap();
 }
 
 const TOKEN_A: &str = "token-of-tenant-a-0123456789";

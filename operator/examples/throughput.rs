@@ -122,18 +122,7 @@ async fn main() -> Result<()> {
     let cp = splai_testbed::shared()?;
     let client = cp.client().await?;
     let (_, ns) = splai_testbed::namespace("bench").await?;
-    for crd in splai_operator::crd::all() {
-        let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-            Api::all(client.clone());
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &kube::api::PatchParams::apply("bench").force(),
-            &kube::api::Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    splai_operator::crd::install(&client).await?;
 
     let exe = std::env::current_exe()?;
     let operator_bin: PathBuf = exe

@@ -38,3 +38,28 @@ fn tightened(crd: CustomResourceDefinition, rules: fn(&mut Value)) -> CustomReso
     }
     serde_json::from_value(value).expect("the tightened schema is still a CRD")
 }
+
+/// Applies the four CRDs (server-side apply, idempotent) and waits until the API server serves
+/// them: what `kubectl apply -f config/crd/bases/ && kubectl wait --for=condition=Established`
+/// does, for tests, benchmarks and tools.
+pub async fn install(client: &kube::Client) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    use anyhow::Context;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("splai-install").force();
+    let mut installed = Vec::new();
+    for crd in all() {
+        let name = crd.metadata.name.clone().context("a CRD has a name")?;
+        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        // A guard against hanging forever: establishing takes milliseconds.
+        let established = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("{name} was not Established within a minute"))??;
+        installed.push(established.context("the CRD disappeared")?);
+    }
+    Ok(installed)
+}

@@ -409,7 +409,7 @@ impl Driver {
                 .get_or_create(&[("phase", phase_label(p))])
                 .inc();
         }
-        d.apply(effects, now, None);
+        d.apply(effects, None);
         for job in ended.into_iter().chain(fresh) {
             d.input(Input::JobApplied(Box::new(job)), now);
         }
@@ -449,33 +449,33 @@ impl Driver {
                     && w.metadata.namespace.as_deref() == Some(&self.cfg.worker_namespace)
                 {
                     self.workers.remove(&name);
-                    self.handle(Event::WorkerRemoved { name }, now, None);
+                    self.handle(Event::WorkerRemoved { name }, now);
                 }
             }
             Input::PolicyApplied(p) => {
                 self.count("policy");
                 if let Some(name) = p.metadata.name.clone() {
                     let spec = p.spec.0;
-                    self.handle(Event::PolicyUpserted { name, spec }, now, None);
+                    self.handle(Event::PolicyUpserted { name, spec }, now);
                 }
             }
             Input::PolicyDeleted(p) => {
                 self.count("policy");
                 if let Some(name) = p.metadata.name.clone() {
-                    self.handle(Event::PolicyRemoved { name }, now, None);
+                    self.handle(Event::PolicyRemoved { name }, now);
                 }
             }
             Input::RouteApplied(r) => {
                 self.count("route");
                 if let Some(name) = r.metadata.name.clone() {
                     let spec = r.spec.0;
-                    self.handle(Event::RouteUpserted { name, spec }, now, None);
+                    self.handle(Event::RouteUpserted { name, spec }, now);
                 }
             }
             Input::RouteDeleted(r) => {
                 self.count("route");
                 if let Some(name) = r.metadata.name.clone() {
-                    self.handle(Event::RouteRemoved { name }, now, None);
+                    self.handle(Event::RouteRemoved { name }, now);
                 }
             }
             Input::Agent(Inbound::Event {
@@ -502,7 +502,7 @@ impl Driver {
 
     /// Time passed: the core's timers fire.
     pub fn tick(&mut self, now: Timestamp) {
-        self.handle(Event::Tick, now, None);
+        self.handle(Event::Tick, now);
         self.metrics.queue_depth.set(self.core.queue_len() as i64);
     }
 
@@ -529,10 +529,10 @@ impl Driver {
                 entry.deleting = true;
                 entry.status_dirty = true;
                 if !phase.is_terminal() {
-                    self.handle(Event::JobCanceled { key: key.clone() }, now, None);
+                    self.handle(Event::JobCanceled { key: key.clone() }, now);
                 }
             } else if job.spec.0.cancel && !phase.is_terminal() {
-                self.handle(Event::JobCanceled { key: key.clone() }, now, None);
+                self.handle(Event::JobCanceled { key: key.clone() }, now);
             }
             return;
         }
@@ -604,9 +604,9 @@ impl Driver {
             spec: job.spec.0,
             trace_id: Some(trace_id),
         };
-        self.handle(event, now, None);
+        self.handle(event, now);
         if cancel {
-            self.handle(Event::JobCanceled { key }, now, None);
+            self.handle(Event::JobCanceled { key }, now);
         }
     }
 
@@ -616,10 +616,10 @@ impl Driver {
         let phase = match self.core.job_phase(&key) {
             Some(p) => {
                 if !p.is_terminal() {
-                    self.handle(Event::JobCanceled { key: key.clone() }, now, None);
+                    self.handle(Event::JobCanceled { key: key.clone() }, now);
                 }
                 let p = self.core.job_phase(&key).unwrap_or(p);
-                self.handle(Event::JobForgotten { key: key.clone() }, now, None);
+                self.handle(Event::JobForgotten { key: key.clone() }, now);
                 p
             }
             None => job.status.as_ref().map(|s| s.job.phase).unwrap_or_default(),
@@ -659,16 +659,16 @@ impl Driver {
         {
             entry.status_dirty = true;
         }
-        self.handle(event, now, Some(&worker));
+        self.handle(event, now);
     }
 
-    fn handle(&mut self, event: Event, now: Timestamp, _from: Option<&str>) {
+    fn handle(&mut self, event: Event, now: Timestamp) {
         let started = Instant::now();
         let effects = self.core.handle(event, now);
-        self.apply(effects, now, Some(started));
+        self.apply(effects, Some(started));
     }
 
-    fn apply(&mut self, effects: Vec<Effect>, _now: Timestamp, started: Option<Instant>) {
+    fn apply(&mut self, effects: Vec<Effect>, started: Option<Instant>) {
         let assigned = effects
             .iter()
             .filter(|e| matches!(e, Effect::Assign(_)))
@@ -943,7 +943,7 @@ impl Driver {
         let failed = !done.failed_jobs.is_empty() || !done.failed_workers.is_empty();
         for key in done.gone_jobs {
             if self.core.job_phase(&key).is_some() {
-                self.handle(Event::JobForgotten { key: key.clone() }, now, None);
+                self.handle(Event::JobForgotten { key: key.clone() }, now);
             }
             self.jobs.remove(&key);
         }
@@ -1003,7 +1003,7 @@ impl Driver {
             .map(|(k, _)| k.clone())
             .collect();
         for key in finished {
-            self.handle(Event::JobForgotten { key: key.clone() }, now, None);
+            self.handle(Event::JobForgotten { key: key.clone() }, now);
             if let Some(e) = self.jobs.remove(&key) {
                 self.forgotten.insert(key, e.dir.uid);
             }

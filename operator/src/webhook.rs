@@ -218,35 +218,25 @@ async fn job(
         let routes = v.routes(&ns).await?;
         let mut spec = job.spec.0;
         let refused = |r: admission::Rejection| format!("{}: {}", r.reason, r.message);
-        admission::admit(&mut spec, &policies, &routes, &v.settings.limits).map_err(refused)?;
+        let admitted =
+            admission::admit(&mut spec, &policies, &routes, &v.settings.limits).map_err(refused)?;
         let policy = admission::policy_for(&policies, &spec).map_err(refused)?;
         admission::quota_rejection(&spec, policy).map_err(refused)?;
-        // Admitted. What will make it wait is worth a warning: its width against the tenant's
-        // running-task quota, and the tenant's running jobs, counted from the cluster.
-        let mut warnings = Vec::new();
+        // Admitted; what will make it wait is worth a warning.
         let Some((name, p)) = policy else {
-            return Ok(warnings);
+            return Ok(Vec::new());
         };
-        let admitted = admission::admit(&mut spec.clone(), &policies, &routes, &v.settings.limits)
-            .map_err(refused)?;
-        let width = admission::peak_width(&admitted.dag);
-        if let Some(max) = p.quotas.max_running_tasks
-            && width > max as usize
-        {
-            warnings.push(format!(
-                "up to {width} tasks can run at once, over policy `{name}` quota maxRunningTasks of {max}: the job runs {max} at a time"
-            ));
-        }
-        if let Some(max) = p.quotas.max_running_jobs {
-            let running = v.running_jobs(&ns, &spec.tenant).await?;
-            if running >= max as usize {
-                warnings.push(format!(
-                    "tenant `{}` already runs {running} jobs, policy `{name}` quota maxRunningJobs is {max}: the job waits in the queue until one ends",
-                    spec.tenant
-                ));
-            }
-        }
-        Ok(warnings)
+        let running = match p.quotas.max_running_jobs {
+            Some(_) => Some(v.running_jobs(&ns, &spec.tenant).await?),
+            None => None,
+        };
+        Ok(admission::wait_warnings(
+            name,
+            p,
+            &spec.tenant,
+            admission::peak_width(&admitted.dag),
+            running,
+        ))
     })
     .await
 }

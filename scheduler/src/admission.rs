@@ -195,6 +195,35 @@ pub fn quota_rejection(
     }
 }
 
+/// Why an admitted job will wait, for the person who submits it: its peak width against
+/// `maxRunningTasks`, and the tenant's `running_jobs` (counted by the caller) against
+/// `maxRunningJobs`.
+pub fn wait_warnings(
+    name: &str,
+    policy: &PolicySpec,
+    tenant: &str,
+    width: usize,
+    running_jobs: Option<usize>,
+) -> Vec<String> {
+    let q = &policy.quotas;
+    let mut out = Vec::new();
+    if let Some(max) = q.max_running_tasks
+        && width > max as usize
+    {
+        out.push(format!(
+            "up to {width} tasks can run at once, over policy `{name}` quota maxRunningTasks of {max}: the job runs {max} at a time"
+        ));
+    }
+    if let (Some(max), Some(running)) = (q.max_running_jobs, running_jobs)
+        && running >= max as usize
+    {
+        out.push(format!(
+            "tenant `{tenant}` already runs {running} jobs, policy `{name}` quota maxRunningJobs is {max}: the job waits in the queue until one ends"
+        ));
+    }
+    out
+}
+
 /// What is wrong with a policy, one message per problem; empty when it is well formed.
 pub fn review_policy(spec: &PolicySpec) -> Vec<String> {
     let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use splai_scheduler::admission::{
-    admit, peak_width, policy_for, quota_rejection, review_policy, review_route,
+    admit, peak_width, policy_for, quota_rejection, review_policy, review_route, wait_warnings,
 };
 use splai_scheduler::api::*;
 use splai_scheduler::{Event, Limits, Scheduler, Settings, Strategy as Placement, Timestamp};
@@ -138,9 +138,18 @@ fn a_task_larger_than_the_tenants_quota_is_refused_and_a_wide_job_is_not() {
         refused.message.contains("task `train` needs 2 gpus"),
         "{refused}"
     );
-    // Ten tasks at once against maxRunningTasks 2: admitted; it runs two at a time.
+    // Ten tasks at once against maxRunningTasks 2: admitted, with a warning that it runs two at
+    // a time.
     let wide = job((0..10).map(|i| task(&format!("t{i}"), 1000)).collect(), &[]);
-    assert!(quota_rejection(&wide, policy_for(&policies, &wide).unwrap()).is_ok());
+    let policy = policy_for(&policies, &wide).unwrap();
+    assert!(quota_rejection(&wide, policy).is_ok());
+    let (name, p) = policy.unwrap();
+    let warnings = wait_warnings(name, p, "acme", 10, None);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("the job runs 2 at a time"),
+        "{warnings:?}"
+    );
 }
 
 #[test]

@@ -1,10 +1,8 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::{Client, Resource};
 use serde_json::Value;
 
@@ -17,22 +15,7 @@ pub async fn setup(test: &str) -> Result<(Client, String)> {
 
 /// Applies the CRDs (idempotent, so every test may call it) and waits until they are served.
 pub async fn install_crds(client: &Client) -> Result<Vec<CustomResourceDefinition>> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply("splai-tests").force();
-    let mut installed = Vec::new();
-    for crd in splai_operator::crd::all() {
-        let name = crd.metadata.name.clone().context("a CRD has a name")?;
-        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
-        // A guard against hanging forever, not a timing assertion: establishing takes milliseconds.
-        let established = tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .with_context(|| format!("{name} was not Established within a minute"))??;
-        installed.push(established.context("the CRD disappeared")?);
-    }
-    Ok(installed)
+    splai_operator::crd::install(client).await
 }
 
 /// A sample from `config/samples/`, such as `splaijob`.

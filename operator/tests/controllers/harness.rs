@@ -126,7 +126,7 @@ fn free_port() -> String {
 impl Harness {
     pub async fn new(test: &str) -> Result<Harness> {
         let (client, ns) = splai_testbed::namespace(test).await?;
-        install_crds(&client).await?;
+        crd::install(&client).await?;
         let artifacts = std::env::temp_dir().join(format!("splai-artifacts-{ns}"));
         std::fs::create_dir_all(&artifacts)?;
         Ok(Harness {
@@ -341,23 +341,4 @@ pub fn caps(cpu_millis: u32) -> Capabilities {
         memory_mib: 16 * 1024,
         ..Capabilities::default()
     }
-}
-
-async fn install_crds(client: &Client) -> Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Patch, PatchParams};
-    use kube::runtime::wait::{await_condition, conditions};
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply("splai-tests").force();
-    for c in crd::all() {
-        let name = c.metadata.name.clone().context("a CRD has a name")?;
-        crds.patch(&name, &params, &Patch::Apply(&c)).await?;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .with_context(|| format!("{name} was not Established within a minute"))??;
-    }
-    Ok(())
 }
