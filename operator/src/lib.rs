@@ -6,6 +6,8 @@
 //!   core; it decides what to write, never writes.
 //! - [`flush`]: the writes (statuses, specs, finalizers, Events) and [`artifacts`] (records).
 //! - [`run`]: leader election ([`leader`]), watches, the agent endpoint and `/metrics`.
+//! - [`webhook`]: the admission webhook; [`webhook_cert`]: its self-signed certificate when
+//!   cert-manager does not provide one.
 //!
 //! Scheduling decisions never live here: they belong to `splai-scheduler`, which must not depend on
 //! this crate, on kube or on tokio.
@@ -24,6 +26,7 @@ pub mod run;
 mod schema;
 pub mod view;
 pub mod webhook;
+pub mod webhook_cert;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use resources::{

@@ -12,6 +12,7 @@ use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run, serve_metrics};
 use splai_operator::webhook;
+use splai_operator::webhook_cert::SelfSigned;
 use splai_scheduler::Settings;
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,18 @@ struct Args {
     /// them the webhook is not served, and a registered webhook then refuses every request.
     #[arg(long, default_value = "/etc/splai/webhook")]
     webhook_cert_dir: std::path::PathBuf,
+    /// Without `tls.crt` and `tls.key` in --webhook-cert-dir: serve the webhook with a
+    /// self-signed certificate kept in this Secret of --system-namespace (the first replica to
+    /// start makes it), and write its CA into the caBundle of --webhook-configuration.
+    #[arg(long, env = "SPLAI_WEBHOOK_SELF_SIGNED_SECRET")]
+    webhook_self_signed_secret: Option<String>,
+    /// The Service the API server calls the webhook through, in --system-namespace; the
+    /// self-signed certificate is made for its DNS names.
+    #[arg(long, default_value = "splai-webhook")]
+    webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose caBundle gets the self-signed CA.
+    #[arg(long, default_value = "splai-webhook")]
+    webhook_configuration: String,
     /// Where execution records and result manifests go.
     #[arg(
         long,
@@ -122,8 +135,27 @@ async fn main() -> anyhow::Result<()> {
         args.webhook_cert_dir.join("tls.crt"),
         args.webhook_cert_dir.join("tls.key"),
     );
-    match (std::fs::read(&cert), std::fs::read(&key)) {
-        (Ok(cert), Ok(key)) => {
+    let pem = match (std::fs::read(&cert), std::fs::read(&key)) {
+        (Ok(cert), Ok(key)) => Some((cert, key)),
+        _ => match args.webhook_self_signed_secret {
+            Some(secret) => {
+                let self_signed = SelfSigned {
+                    namespace: config.lease.namespace.clone(),
+                    secret,
+                    service: args.webhook_service,
+                    configuration: args.webhook_configuration,
+                };
+                let issued = self_signed
+                    .ensure(&client)
+                    .await
+                    .context("setting up the webhook's self-signed certificate")?;
+                Some((issued.cert_pem.into_bytes(), issued.key_pem.into_bytes()))
+            }
+            None => None,
+        },
+    };
+    match pem {
+        Some((cert, key)) => {
             let tls = webhook::tls_config(&cert, &key)?;
             let listener = tokio::net::TcpListener::bind(&args.webhook_listen)
                 .await
@@ -134,9 +166,9 @@ async fn main() -> anyhow::Result<()> {
             };
             tokio::spawn(webhook::serve(listener, tls, validator));
         }
-        _ => tracing::warn!(
+        None => tracing::warn!(
             dir = %args.webhook_cert_dir.display(),
-            "no tls.crt and tls.key: the admission webhook is not served"
+            "no tls.crt and tls.key, and no --webhook-self-signed-secret: the admission webhook is not served"
         ),
     }
     tokio::select! {
