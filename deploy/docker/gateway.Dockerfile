@@ -1,0 +1,20 @@
+# syntax=docker/dockerfile:1.7
+# splai-gateway: the tenants' HTTP API. The image also holds the `splai` CLI, for debugging from
+# inside the cluster (`kubectl exec`). Build from the repository root (see deploy/README.md):
+#   docker build -f deploy/docker/gateway.Dockerfile -t splai-gateway:dev .
+ARG RUST_VERSION=1.95
+
+FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,id=splai-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=splai-target,target=/src/target,sharing=locked \
+    cargo build --release --locked -p splai-gateway --bin splai-gateway --bin splai \
+    && install -D -m 0755 target/release/splai-gateway /out/splai-gateway \
+    && install -D -m 0755 target/release/splai /out/splai
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/splai-gateway /out/splai /usr/local/bin/
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/splai-gateway"]
