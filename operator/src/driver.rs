@@ -686,11 +686,7 @@ impl Driver {
             if let Some((worker, message)) = ControlMessage::from_effect(&effect) {
                 let message = match message {
                     ControlMessage::Assign(a) => {
-                        let spec = self
-                            .core
-                            .job_spec(&a.job)
-                            .and_then(|s| s.tasks.iter().find(|t| t.id == a.task))
-                            .cloned();
+                        let spec = self.core.task_spec(&a.job, &a.task);
                         let a: TaskAssignment = *a;
                         ControlMessage::Assign(Box::new(match spec {
                             Some(spec) => a.with_task_spec(spec),

@@ -123,12 +123,12 @@ fn main() {
     };
     let spec = JobSpec {
         tenant: "acme".into(),
-        plan: Some(PlanSpec {
+        plan: Some(Box::new(PlanSpec {
             kind: PlanKind::MapReduce,
             count: 3,
             template,
             reduce: None,
-        }),
+        })),
         ..JobSpec::default()
     };
     step(

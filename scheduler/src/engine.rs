@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::api::{
-    JobPhase, JobSpec, ModelRouteSpec, Outcome, PolicySpec, Progress, Quotas, ResolvedRoute,
-    RetryPolicy, TaskPhase,
+    InteractionClass, JobPhase, JobSpec, ModelRouteSpec, Outcome, PolicySpec, Progress, Quotas,
+    ResolvedRoute, RetryPolicy, TaskKind, TaskPhase,
 };
 use crate::dag::Dag;
 use crate::event::{CancelReason, Effect, Event, Ignored};
@@ -109,7 +109,12 @@ pub(crate) struct TaskRt {
     pub gpus: u32,
     pub model: Option<u32>,
     pub hint_ms: u64,
-    pub timeout_ms: Option<u64>,
+    /// Whether `hint_ms` came from the spec's `expectedDurationMs` rather than the default.
+    pub hinted: bool,
+    pub kind: TaskKind,
+    pub interaction: InteractionClass,
+    pub reasoning: bool,
+    pub timeout_s: Option<u64>,
     pub retry: RetryPolicy,
     pub error: Option<Box<str>>,
     pub route: Option<Box<ResolvedRoute>>,
@@ -119,6 +124,21 @@ pub(crate) struct TaskRt {
     /// within its critical path: the critical path minus the longest path from this task to
     /// the end (both by duration hints). 0 on the critical path.
     pub slack_ms: u64,
+    /// The parts of the task's spec that scheduling never reads, kept to hand the task to its
+    /// worker and for snapshots; `None` when all of them are empty.
+    pub payload: Option<Box<TaskPayload>>,
+}
+
+/// What a `TaskSpec` holds beyond the fields `TaskRt` already keeps in its own form. Together
+/// they give the spec back field for field (`Scheduler::task_spec`), so the core keeps one copy
+/// of each task instead of two.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct TaskPayload {
+    pub tools: Vec<String>,
+    pub locality: Option<String>,
+    pub classification: Option<String>,
+    pub command: Vec<String>,
+    pub input: Option<String>,
 }
 
 #[derive(Debug)]
@@ -136,13 +156,30 @@ pub(crate) struct JobRt {
     pub timeout_ms: Option<u64>,
     pub dag: Dag,
     pub tasks: Vec<TaskRt>,
+    /// Task ids to indices, for jobs of more than `JobRt::SCAN_UP_TO` tasks; smaller jobs are
+    /// scanned (see `task_index`), which saves a map per job.
     pub task_ids: FxHashMap<Arc<str>, u32>,
     pub progress: Progress,
     pub trace_id: Arc<str>,
     /// The job's critical path by duration hints: how long it takes when nothing waits.
     pub critical_ms: u64,
-    /// The spec as admitted, with the planner's tasks.
-    pub spec: Arc<JobSpec>,
+    /// The spec as admitted. Once `tasks` is built, its task list is empty here: each task's
+    /// spec lives in its `TaskRt` (see `Scheduler::spec_of`).
+    pub spec: Box<JobSpec>,
+}
+
+impl JobRt {
+    pub(crate) const SCAN_UP_TO: usize = 16;
+
+    /// The index of the task with this id.
+    pub(crate) fn task_index(&self, id: &str) -> Option<u32> {
+        if self.tasks.len() <= Self::SCAN_UP_TO {
+            let t = self.tasks.iter().position(|t| &*t.id == id)?;
+            Some(t as u32)
+        } else {
+            self.task_ids.get(id).copied()
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +214,18 @@ pub(crate) enum Timer {
     Recheck,
 }
 
+impl Timer {
+    /// The job slot the timer names, if any.
+    fn job(&self) -> Option<u32> {
+        match *self {
+            Timer::Backoff { job, .. }
+            | Timer::TaskTimeout { job, .. }
+            | Timer::JobTimeout { job } => Some(job),
+            Timer::WorkerCheck { .. } | Timer::Recheck => None,
+        }
+    }
+}
+
 /// Counters a driver may report as metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -197,6 +246,10 @@ pub struct Scheduler {
     pub(crate) seed: u64,
     pub(crate) now: Timestamp,
     pub(crate) jobs: Vec<Option<JobRt>>,
+    /// Slots of forgotten jobs that a new job may take: no timer names them any more.
+    pub(crate) free_jobs: Vec<u32>,
+    /// Slots of forgotten jobs that stale timers may still name; freed in batches.
+    pub(crate) forgotten_jobs: Vec<u32>,
     pub(crate) job_ids: FxHashMap<Arc<str>, u32>,
     pub(crate) next_job_seq: u64,
     pub(crate) fleet: Fleet,
@@ -222,6 +275,8 @@ impl Scheduler {
             seed,
             now: Timestamp::ZERO,
             jobs: Vec::new(),
+            free_jobs: Vec::new(),
+            forgotten_jobs: Vec::new(),
             job_ids: FxHashMap::default(),
             next_job_seq: 0,
             fleet: Fleet::default(),
@@ -375,6 +430,37 @@ impl Scheduler {
         self.jobs[j as usize].as_mut().expect("live job index")
     }
 
+    /// The slot a new job takes: a freed one if there is one, else a new one at the end. Pass
+    /// it to `put_job` before asking for another.
+    pub(crate) fn job_slot(&mut self) -> u32 {
+        self.free_jobs.pop().unwrap_or(self.jobs.len() as u32)
+    }
+
+    pub(crate) fn put_job(&mut self, j: u32, job: JobRt) {
+        if j as usize == self.jobs.len() {
+            self.jobs.push(Some(job));
+        } else {
+            debug_assert!(self.jobs[j as usize].is_none(), "slot {j} is free");
+            self.jobs[j as usize] = Some(job);
+        }
+    }
+
+    /// Drops an ended job's state. Its slot is reused once no timer can name it: stale timers
+    /// of forgotten jobs are swept out in batches, so the sweep costs each forget little and a
+    /// long-running driver's memory follows its live jobs, not every job it ever saw.
+    pub(crate) fn drop_job(&mut self, j: u32) {
+        self.jobs[j as usize] = None;
+        self.forgotten_jobs.push(j);
+        if self.forgotten_jobs.len() >= 64.max(self.timers.len() / 64) {
+            let mut gone = std::mem::take(&mut self.forgotten_jobs);
+            gone.sort_unstable();
+            self.timers.retain(|Reverse((_, _, timer))| {
+                timer.job().is_none_or(|j| gone.binary_search(&j).is_err())
+            });
+            self.free_jobs.append(&mut gone);
+        }
+    }
+
     fn live(&self, j: u32) -> bool {
         self.jobs.get(j as usize).is_some_and(Option::is_some)
     }
@@ -390,7 +476,7 @@ impl Scheduler {
             task.gpus,
             task.model,
             task.attempt,
-            task.timeout_ms,
+            task.timeout_s.map(|s| s.saturating_mul(1000)),
         );
         self.fleet.reserve(w, (j, t), cpu, mem, gpus, model);
         if let Some(m) = model {
@@ -441,7 +527,7 @@ impl Scheduler {
                     let Some((w, _, _, _)) = t.state.active() else {
                         continue;
                     };
-                    let limit = t.timeout_ms.unwrap_or(0);
+                    let limit = t.timeout_s.map_or(0, |s| s.saturating_mul(1000));
                     let (jk, tk, wk) = (
                         self.job(job).key.clone(),
                         t.id.clone(),

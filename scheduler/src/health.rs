@@ -79,7 +79,7 @@ impl Scheduler {
         let mut listed = Vec::with_capacity(hb.running.len());
         for a in &hb.running {
             if let Some(&j) = self.job_ids.get(a.job.as_str())
-                && let Some(&t) = self.job(j).task_ids.get(a.task.as_str())
+                && let Some(t) = self.job(j).task_index(&a.task)
             {
                 listed.push((j, t, a.attempt));
             }
@@ -113,9 +113,8 @@ impl Scheduler {
                 .get(a.job.as_str())
                 .and_then(|&j| {
                     self.job(j)
-                        .task_ids
-                        .get(a.task.as_str())
-                        .map(|&t| &self.job(j).tasks[t as usize])
+                        .task_index(&a.task)
+                        .map(|t| &self.job(j).tasks[t as usize])
                 })
                 .is_some_and(|task| {
                     task.attempt == a.attempt && task.state.active().is_some_and(|(aw, ..)| aw == w)

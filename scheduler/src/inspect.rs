@@ -2,7 +2,7 @@
 //! and simulator sweeps.
 
 use crate::api::{AttemptRef, JobStatus, TaskArtifact, TaskStatus, WorkerStatus};
-use crate::engine::{Scheduler, TaskState};
+use crate::engine::{JobRt, Scheduler, TaskPayload, TaskRt, TaskState};
 
 impl Scheduler {
     /// The status to write to a `SPLAIJob`, or `None` for an unknown job.
@@ -164,9 +164,67 @@ impl Scheduler {
         })
     }
 
-    /// A job's spec as admitted (with the planner's tasks).
-    pub fn job_spec(&self, key: &str) -> Option<&crate::api::JobSpec> {
-        self.job_ids.get(key).map(|&j| &*self.job(j).spec)
+    /// A job's spec as admitted (with the planner's tasks), put back together from the core's
+    /// compact form; `task_spec` is the cheap way to one task.
+    pub fn job_spec(&self, key: &str) -> Option<crate::api::JobSpec> {
+        self.job_ids.get(key).map(|&j| self.spec_of(self.job(j)))
+    }
+
+    /// One task's spec as admitted.
+    pub fn task_spec(&self, key: &str, task: &str) -> Option<crate::api::TaskSpec> {
+        let job = self.job(*self.job_ids.get(key)?);
+        match job.task_index(task) {
+            Some(t) => Some(self.task_spec_of(&job.tasks[t as usize])),
+            // Tasks are not built when admission refused the job: its spec keeps them.
+            None => job.spec.tasks.iter().find(|t| t.id == task).cloned(),
+        }
+    }
+
+    /// Job slots the core holds: live jobs plus forgotten ones whose slot awaits reuse. It
+    /// follows the peak of live jobs, not the number of jobs ever submitted.
+    pub fn job_slots(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The live jobs, oldest first (slots are reused, so their order is not the age).
+    pub(crate) fn jobs_by_age(&self) -> impl Iterator<Item = &JobRt> {
+        let mut jobs: Vec<&JobRt> = self.jobs.iter().flatten().collect();
+        jobs.sort_unstable_by_key(|j| j.seq);
+        jobs.into_iter()
+    }
+
+    pub(crate) fn spec_of(&self, job: &JobRt) -> crate::api::JobSpec {
+        let mut spec = (*job.spec).clone();
+        if !job.tasks.is_empty() {
+            spec.tasks = job.tasks.iter().map(|t| self.task_spec_of(t)).collect();
+        }
+        spec
+    }
+
+    fn task_spec_of(&self, t: &TaskRt) -> crate::api::TaskSpec {
+        let payload = t.payload.as_deref();
+        let text = |f: fn(&TaskPayload) -> &Option<String>| payload.and_then(|p| f(p).clone());
+        let list = |f: fn(&TaskPayload) -> &Vec<String>| payload.map(|p| f(p).clone());
+        crate::api::TaskSpec {
+            id: t.id.to_string(),
+            kind: t.kind,
+            resources: crate::api::Resources {
+                cpu_millis: t.cpu,
+                memory_mib: t.mem,
+                gpus: t.gpus,
+            },
+            model: t.model.map(|m| self.fleet.models.name(m).to_string()),
+            tools: list(|p| &p.tools).unwrap_or_default(),
+            locality: text(|p| &p.locality),
+            classification: text(|p| &p.classification),
+            interaction_class: t.interaction,
+            reasoning_required: t.reasoning,
+            timeout_seconds: t.timeout_s,
+            retry: t.retry,
+            expected_duration_ms: t.hinted.then_some(t.hint_ms),
+            command: list(|p| &p.command).unwrap_or_default(),
+            input: text(|p| &p.input),
+        }
     }
 
     /// A job's phase, without building its whole status.
@@ -183,11 +241,7 @@ impl Scheduler {
 
     /// Names of the known jobs, oldest first.
     pub fn job_keys(&self) -> Vec<String> {
-        self.jobs
-            .iter()
-            .flatten()
-            .map(|j| j.key.to_string())
-            .collect()
+        self.jobs_by_age().map(|j| j.key.to_string()).collect()
     }
 
     /// Names of the registered workers, in registration order.

@@ -6,7 +6,7 @@ use crate::api::{
 };
 use crate::dag::Dag;
 use crate::engine::{
-    JobRt, Scheduler, TaskRt, TaskState, TenantRt, Timer, derive_trace_id, traceparent,
+    JobRt, Scheduler, TaskPayload, TaskRt, TaskState, TenantRt, Timer, derive_trace_id, traceparent,
 };
 use crate::event::{CancelReason, Effect, Ignored};
 use crate::intern::BitSet;
@@ -111,9 +111,9 @@ impl Scheduler {
             progress: Progress::default(),
             critical_ms: 0,
             trace_id,
-            spec: Arc::new(JobSpec::default()),
+            spec: Box::default(),
         };
-        let j = self.jobs.len() as u32;
+        let j = self.job_slot();
         match crate::admission::admit(
             &mut spec,
             &self.policies,
@@ -133,10 +133,10 @@ impl Scheduler {
                     });
                 }
                 job.dag = dag;
-                self.build_tasks(&mut job, &spec, Some(routes));
+                self.build_tasks(&mut job, &mut spec, Some(routes));
                 let canceled = spec.cancel;
-                job.spec = Arc::new(spec);
-                self.jobs.push(Some(job));
+                job.spec = Box::new(spec);
+                self.put_job(j, job);
                 self.job_ids.insert(key, j);
                 if canceled {
                     self.terminate(
@@ -153,12 +153,12 @@ impl Scheduler {
                 }
             }
             Err(crate::admission::Rejection { reason, message }) => {
-                job.spec = Arc::new(spec);
+                job.spec = Box::new(spec);
                 job.phase = JobPhase::Failed;
                 job.reason = Some(reason);
                 job.message = Some(message.clone());
                 job.finished = Some(now);
-                self.jobs.push(Some(job));
+                self.put_job(j, job);
                 self.job_ids.insert(key.clone(), j);
                 out.push(Effect::JobPhaseChanged {
                     job: key,
@@ -172,15 +172,18 @@ impl Scheduler {
     }
 
     /// Plans, validates and checks a spec against policy, and routes its inference tasks.
+    /// Builds the job's runtime tasks, moving each task's spec out of `spec.tasks` into them.
     pub(crate) fn build_tasks(
         &mut self,
         job: &mut JobRt,
-        spec: &JobSpec,
+        spec: &mut JobSpec,
         routes: Option<Vec<Option<ResolvedRoute>>>,
     ) {
         let mut routes = routes.map(Vec::into_iter);
-        job.tasks.reserve_exact(spec.tasks.len());
-        for (i, t) in spec.tasks.iter().enumerate() {
+        let specs = std::mem::take(&mut spec.tasks);
+        job.tasks.reserve_exact(specs.len());
+        let indexed = specs.len() > JobRt::SCAN_UP_TO;
+        for (i, t) in specs.into_iter().enumerate() {
             let f = &mut self.fleet;
             let shape = Shape {
                 cpu: t.resources.cpu_millis,
@@ -208,7 +211,16 @@ impl Scheduler {
                 .flatten()
                 .map(Box::new);
             let id: Arc<str> = t.id.as_str().into();
-            job.task_ids.insert(id.clone(), i as u32);
+            if indexed {
+                job.task_ids.insert(id.clone(), i as u32);
+            }
+            let payload = TaskPayload {
+                tools: t.tools,
+                locality: t.locality,
+                classification: t.classification,
+                command: t.command,
+                input: t.input,
+            };
             job.tasks.push(TaskRt {
                 id,
                 state: TaskState::Waiting,
@@ -222,12 +234,17 @@ impl Scheduler {
                 hint_ms: t
                     .expected_duration_ms
                     .unwrap_or(self.settings.default_duration_ms),
-                timeout_ms: t.timeout_seconds.map(|s| s.saturating_mul(1000)),
+                hinted: t.expected_duration_ms.is_some(),
+                kind: t.kind,
+                interaction: t.interaction_class,
+                reasoning: t.reasoning_required,
+                timeout_s: t.timeout_seconds,
                 retry: t.retry,
                 error: None,
                 route,
                 warm_wait_since: None,
                 slack_ms: 0,
+                payload: (payload != TaskPayload::default()).then(|| Box::new(payload)),
             });
         }
         // Upward rank: the longest path from each task to the end of the job, by hints.
@@ -248,8 +265,8 @@ impl Scheduler {
             task.slack_ms = critical - r;
         }
         job.progress = Progress {
-            total: spec.tasks.len() as u32,
-            waiting: spec.tasks.len() as u32,
+            total: job.tasks.len() as u32,
+            waiting: job.tasks.len() as u32,
             ..Progress::default()
         };
     }
@@ -618,7 +635,7 @@ impl Scheduler {
         match self.job_ids.get(key).copied() {
             Some(j) if self.job(j).phase.is_terminal() => {
                 self.job_ids.remove(key);
-                self.jobs[j as usize] = None;
+                self.drop_job(j);
             }
             Some(_) => {} // a live job is never dropped; cancel it first
             None => out.push(Effect::Ignored(Ignored::UnknownJob {
@@ -642,7 +659,7 @@ impl Scheduler {
             self.stats.ignored_reports += 1;
             return None;
         };
-        let Some(&t) = self.job(j).task_ids.get(a.task.as_str()) else {
+        let Some(t) = self.job(j).task_index(&a.task) else {
             out.push(Effect::Ignored(Ignored::UnknownTask {
                 job: a.job.clone(),
                 task: a.task.clone(),

@@ -55,12 +55,10 @@ impl Scheduler {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             jobs: self
-                .jobs
-                .iter()
-                .flatten()
+                .jobs_by_age()
                 .map(|j| JobRecord {
                     key: j.key.to_string(),
-                    spec: (*j.spec).clone(),
+                    spec: self.spec_of(j),
                     status: self.job_status(&j.key).expect("listed job"),
                 })
                 .collect(),
@@ -154,8 +152,12 @@ impl Scheduler {
     /// retry was left; the caller settles their dependents.
     fn restore_job(&mut self, rec: crate::rebuild::JobRecord, now: Timestamp) -> Vec<(u32, u32)> {
         let mut failed = Vec::new();
-        let JobRecord { key, spec, status } = rec;
-        let j = self.jobs.len() as u32;
+        let JobRecord {
+            key,
+            mut spec,
+            status,
+        } = rec;
+        let j = self.job_slot();
         let tenant = self.tenant_id(&spec.tenant);
         let key: std::sync::Arc<str> = key.as_str().into();
         let submitted = status.submitted_at.unwrap_or(Timestamp::ZERO);
@@ -182,14 +184,14 @@ impl Scheduler {
                 .clone()
                 .unwrap_or_else(|| crate::engine::derive_trace_id(&key, submitted))
                 .into(),
-            spec: std::sync::Arc::new(JobSpec::default()),
+            spec: Box::default(),
         };
         self.next_job_seq += 1;
         if job.dag.len() == spec.tasks.len() && !spec.tasks.is_empty() {
-            self.build_tasks(&mut job, &spec, None);
+            self.build_tasks(&mut job, &mut spec, None);
         }
-        job.spec = std::sync::Arc::new(spec);
-        self.jobs.push(Some(job));
+        job.spec = Box::new(spec);
+        self.put_job(j, job);
         self.job_ids.insert(key, j);
 
         let by_id: FxHashMap<&str, &crate::api::TaskStatus> =

@@ -309,12 +309,12 @@ fn every_finished_attempt_is_recorded_once_with_its_outcome() {
 fn a_planned_job_gets_its_tasks_from_the_planner() {
     let mut sim = fleet_of_one();
     let mut spec = JobBuilder::new("acme").build();
-    spec.plan = Some(PlanSpec {
+    spec.plan = Some(Box::new(PlanSpec {
         kind: PlanKind::MapReduce,
         count: 2,
         template: task("map"),
         reduce: None,
-    });
+    }));
     let out = sim.submit("j", spec);
     let planned = out.iter().find_map(|e| {
         if let Effect::JobPlanned { tasks, .. } = e {
@@ -361,4 +361,44 @@ fn submitting_the_same_job_twice_is_ignored() {
         vec![Effect::Ignored(Ignored::DuplicateJob { job: "j".into() })]
     );
     assert_eq!(sim.status("j").progress.total, 1);
+}
+
+#[test]
+fn forgotten_jobs_give_their_slots_to_new_jobs_without_their_timers_following() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(2000, 4096));
+    for i in 0..300 {
+        let key = format!("old-{i}");
+        let mut t = task("t");
+        t.timeout_seconds = Some(60);
+        sim.submit(&key, JobBuilder::new("acme").task(t).timeout(120).build());
+        sim.start(&key, "t");
+        sim.succeed(&key, "t");
+        assert_eq!(sim.phase(&key), JobPhase::Completed);
+        let out = sim.send(Event::JobForgotten { key: key.clone() });
+        assert!(out.is_empty(), "{out:?}");
+        sim.advance(10);
+    }
+    // Memory follows the live jobs: the slots of forgotten ones are taken again.
+    assert!(sim.s.job_slots() < 100, "{} slots", sim.s.job_slots());
+
+    let mut t = task("t");
+    t.timeout_seconds = Some(3_600);
+    sim.submit("new", JobBuilder::new("acme").task(t).build());
+    sim.start("new", "t");
+    // Past every timeout the old jobs armed: none of them may reach the new job in their slot.
+    for _ in 0..600 {
+        sim.advance(1_000);
+        sim.heartbeat("w1", &[]);
+    }
+    assert_eq!(
+        sim.phase("new"),
+        JobPhase::Running,
+        "{:?}",
+        sim.status("new").message
+    );
+    assert_eq!(sim.task("new", "t").phase, TaskPhase::Running);
+    sim.succeed("new", "t");
+    assert_eq!(sim.phase("new"), JobPhase::Completed);
+    assert_eq!(sim.s.job_keys(), vec!["new".to_string()]);
 }

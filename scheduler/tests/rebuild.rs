@@ -231,3 +231,81 @@ fn a_rebuild_readies_tasks_whose_parents_succeeded_and_ends_jobs_whose_tasks_all
     )));
     s.check_invariants().unwrap();
 }
+
+/// A job whose tasks set every field of `TaskSpec`, beside one that leaves them all default.
+fn every_field() -> JobSpec {
+    let full = TaskSpec {
+        id: "full".into(),
+        kind: TaskKind::Inference,
+        resources: Resources {
+            cpu_millis: 1500,
+            memory_mib: 700,
+            gpus: 0,
+        },
+        model: Some("m".into()),
+        tools: vec!["python".into(), "ffmpeg".into()],
+        locality: Some("zone-a".into()),
+        classification: Some("internal".into()),
+        interaction_class: InteractionClass::Interactive,
+        reasoning_required: true,
+        timeout_seconds: Some(90),
+        retry: RetryPolicy {
+            limit: 5,
+            initial_backoff_ms: 250,
+            backoff_factor: 1.5,
+            max_backoff_ms: 9_000,
+        },
+        expected_duration_ms: Some(4_321),
+        command: Vec::new(),
+        input: Some("summarise this".into()),
+    };
+    let mut cmd = task("cmd");
+    cmd.command = vec!["sh".into(), "-c".into(), "echo hi".into()];
+    cmd.timeout_seconds = Some(u64::MAX);
+    JobBuilder::new("acme")
+        .task(full)
+        .task(cmd)
+        .task(TaskSpec {
+            id: "bare".into(),
+            ..TaskSpec::default()
+        })
+        .dep("bare", &["full", "cmd"])
+        .priority(3)
+        .timeout(3_600)
+        .build()
+}
+
+#[test]
+fn the_core_gives_back_every_field_of_an_admitted_spec() {
+    let mut sim = Sim::new();
+    let spec = every_field();
+    sim.submit("j", spec.clone());
+    assert_eq!(sim.s.job_spec("j").as_ref(), Some(&spec));
+    for t in &spec.tasks {
+        assert_eq!(
+            sim.s.task_spec("j", &t.id).as_ref(),
+            Some(t),
+            "task {}",
+            t.id
+        );
+    }
+    assert_eq!(sim.s.task_spec("j", "nope"), None);
+    assert_eq!(sim.s.task_spec("nope", "full"), None);
+    let snap = sim.s.snapshot();
+    assert_eq!(snap.jobs[0].spec, spec);
+}
+
+#[test]
+fn a_refused_job_keeps_its_spec_whole() {
+    let mut sim = Sim::new();
+    let mut spec = every_field();
+    // A cycle: admission refuses the job, so its tasks are never built.
+    spec.dependencies.push(Dependency {
+        task: "full".into(),
+        depends_on: vec!["bare".into()],
+    });
+    sim.submit("j", spec.clone());
+    assert_eq!(sim.s.job_phase("j"), Some(JobPhase::Failed));
+    assert_eq!(sim.s.job_spec("j").as_ref(), Some(&spec));
+    assert_eq!(sim.s.task_spec("j", "cmd").as_ref(), Some(&spec.tasks[1]));
+}

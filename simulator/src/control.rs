@@ -160,7 +160,7 @@ impl Control {
         let seen = self.rec.seen.remove(key).unwrap_or_default();
         self.rec
             .tally
-            .add_job(&self.settings, key, spec, &status, row, &seen);
+            .add_job(&self.settings, key, &spec, &status, row, &seen);
         // Forgetting a terminal job changes no decision: its timers are void and its tasks ended.
         let effects = self.core.handle(
             Event::JobForgotten {
@@ -217,8 +217,7 @@ impl Control {
                 if let Some(started) = r.started_at.map(since) {
                     let cpu = self
                         .core
-                        .job_spec(&r.job)
-                        .and_then(|s| s.tasks.iter().find(|t| t.id == r.task))
+                        .task_spec(&r.job, &r.task)
                         .map_or(0, |t| t.resources.cpu_millis);
                     self.rec.tally.busy_cpu_ms +=
                         f64::from(cpu) * finished.saturating_sub(started) as f64;

@@ -240,12 +240,12 @@ async fn a_planned_job_of_five_thousand_tasks_completes_within_the_object_size_l
     template.resources.cpu_millis = 500;
     let spec = JobSpec {
         tenant: "team-a".into(),
-        plan: Some(PlanSpec {
+        plan: Some(Box::new(PlanSpec {
             kind: PlanKind::MapReduce,
             count: 4999,
             template,
             reduce: None,
-        }),
+        })),
         ..JobSpec::default()
     };
     h.submit("big", spec).await.unwrap();

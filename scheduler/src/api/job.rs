@@ -27,7 +27,7 @@ pub struct JobSpec {
     pub timeout_seconds: Option<u64>,
     /// The planner's input, used only when `tasks` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<PlanSpec>,
+    pub plan: Option<Box<PlanSpec>>,
     /// Set to true to cancel the job; its running tasks are stopped first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
