@@ -47,6 +47,12 @@ kill -9 "$e" 2>/dev/null; wait "$e" 2>/dev/null
 rm -rf "$work"
 "#;
 
+/// The folder holding `etcd`, `kube-apiserver` and `kubectl`: `SPLAI_K8S_BIN`, else the cache of
+/// `scripts/k8s-testbin.sh`, which builds them the first time.
+pub fn bin_dir() -> Result<PathBuf> {
+    binaries::bin_dir()
+}
+
 /// A running etcd and kube-apiserver. Dropping it stops both and removes their files.
 pub struct ControlPlane {
     supervisor: Child,
