@@ -16,5 +16,5 @@ RUN --mount=type=cache,id=splai-cargo-registry,target=/usr/local/cargo/registry 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/splai-gateway /out/splai /usr/local/bin/
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8443
 ENTRYPOINT ["/usr/local/bin/splai-gateway"]

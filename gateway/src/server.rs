@@ -184,6 +184,30 @@ impl Caller {
     }
 }
 
+/// Serves the API on `listener` until `shutdown` completes: over HTTPS with `tls`, or plain
+/// HTTP without it (only behind a proxy that terminates TLS: tokens travel in every request).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gw: Gateway,
+    tls: Option<Arc<splai_operator::tls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(gw);
+    match tls {
+        Some(tls) => {
+            let listener = splai_operator::tls::TlsListener::new(listener, tls);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
 pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))

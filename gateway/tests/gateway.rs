@@ -11,7 +11,7 @@ use kube::Client;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use splai_gateway::api::{ErrorBody, JobView};
-use splai_gateway::server::{Gateway, Tokens, router};
+use splai_gateway::server::{Gateway, Tokens, router, serve};
 
 async fn install_crds(client: &Client) {
     splai_operator::crd::install(client).await.unwrap();
@@ -248,7 +248,8 @@ fn splai_worker_binary() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_submits_through_the_gateway_and_watches_real_workers_complete_the_job() {
+async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_workers_complete_the_job()
+ {
     use splai_operator::metrics::Metrics;
     use splai_operator::run::{OperatorConfig, run};
 
@@ -295,7 +296,22 @@ async fn the_cli_submits_through_the_gateway_and_watches_real_workers_complete_t
             })
             .collect(),
     );
-    let base = gateway(&client, &ns, "unused-namespace").await;
+    // The gateway as its binary runs it by default: HTTPS with a certificate made at start.
+    let tokens = Tokens::parse(&format!(
+        "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: {ns}}}\n"
+    ))
+    .unwrap();
+    let (tls, cert_pem) = splai_operator::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+    let ca_file = dir.join("gateway-ca.pem");
+    std::fs::write(&ca_file, cert_pem).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let gw = Gateway {
+        client: client.clone(),
+        tokens: Arc::new(tokens),
+    };
+    tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
+    let ca_file = ca_file.to_str().unwrap().to_owned();
     let file = dir.join("job.yaml");
     std::fs::write(
         &file,
@@ -314,10 +330,11 @@ spec:
     .unwrap();
     let cli = env!("CARGO_BIN_EXE_splai");
     let out = tokio::task::spawn_blocking({
-        let (base, file) = (base.clone(), file.clone());
+        let (base, file, ca_file) = (base.clone(), file.clone(), ca_file.clone());
         move || {
             let mut child = Command::new(cli)
-                .args(["--server", &base, "--token", TOKEN_A, "submit"])
+                .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
+                .arg("submit")
                 .arg(&file)
                 .arg("--watch")
                 .stdout(std::process::Stdio::piped())
@@ -364,7 +381,7 @@ spec:
     // get, list and explain through the gateway.
     let run_cli = |args: &[&str]| {
         let out = Command::new(cli)
-            .args(["--server", &base, "--token", TOKEN_A])
+            .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
             .args(args)
             .output()
             .unwrap();
@@ -381,6 +398,73 @@ spec:
         run_cli(&["explain", "word-count", "count"])
             .contains("count is neither running nor waiting")
     );
+
+    // Without the gateway's certificate the CLI refuses to send the token, and says why.
+    let out = Command::new(cli)
+        .args(["--server", &base, "--token", TOKEN_A, "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ca-file"), "{stderr}");
+
+    // The kubeconfig fallback: no --server, the same commands against the API server.
+    let kubeconfig = splai_testbed::shared().unwrap().kubeconfig().to_owned();
+    let kube_ns = ns.clone();
+    let kube_cli = move |args: &[&str]| {
+        Command::new(cli)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("SPLAI_SERVER")
+            .args(["--namespace", &kube_ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert!(ok(kube_cli(&["get", "word-count"])).contains("Completed"));
+    assert!(ok(kube_cli(&["list"])).contains("word-count"));
+    let echo = dir.join("echo.yaml");
+    std::fs::write(
+        &echo,
+        "apiVersion: splai.io/v1alpha1\nkind: SPLAIJob\nmetadata: {name: echo}\nspec:\n  tenant: a\n  tasks:\n    - {id: say, kind: command, command: [echo, hi], resources: {cpuMillis: 500, memoryMib: 64}}\n",
+    )
+    .unwrap();
+    let echo = echo.to_str().unwrap().to_owned();
+    let watched = tokio::task::spawn_blocking({
+        let kube_cli = kube_cli.clone();
+        move || ok(kube_cli(&["submit", &echo, "--watch"]))
+    })
+    .await
+    .unwrap();
+    assert!(watched.contains("Completed: 1/1 succeeded"), "{watched}");
+    let sleeper = dir.join("sleeper.yaml");
+    std::fs::write(
+        &sleeper,
+        "apiVersion: splai.io/v1alpha1\nkind: SPLAIJob\nmetadata: {name: sleeper}\nspec:\n  tenant: a\n  tasks:\n    - {id: nap, kind: command, command: [sleep, '300'], resources: {cpuMillis: 500, memoryMib: 64}}\n",
+    )
+    .unwrap();
+    ok(kube_cli(&["submit", sleeper.to_str().unwrap()]));
+    ok(kube_cli(&["cancel", "sleeper"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = ok(kube_cli(&["get", "sleeper"]));
+        if got.contains("Canceled") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never canceled: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     operator.abort();
     let _ = std::fs::remove_dir_all(&dir);

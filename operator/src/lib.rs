@@ -7,7 +7,8 @@
 //! - [`flush`]: the writes (statuses, specs, finalizers, Events) and [`artifacts`] (records).
 //! - [`run`]: leader election ([`leader`]), watches, the agent endpoint and `/metrics`.
 //! - [`webhook`]: the admission webhook; [`webhook_cert`]: its self-signed certificate when
-//!   cert-manager does not provide one.
+//!   cert-manager does not provide one; [`tls`]: certificates and the HTTPS listener it and the
+//!   gateway share.
 //!
 //! Scheduling decisions never live here: they belong to `splai-scheduler`, which must not depend on
 //! this crate, on kube or on tokio.
@@ -24,6 +25,7 @@ pub mod metrics;
 mod resources;
 pub mod run;
 mod schema;
+pub mod tls;
 pub mod view;
 pub mod webhook;
 pub mod webhook_cert;

@@ -26,12 +26,13 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use splai_scheduler::Settings;
 use splai_scheduler::admission;
 use splai_scheduler::api::{ModelRouteSpec, PolicySpec};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
+
+use crate::tls::TlsListener;
+/// TLS from a PEM certificate chain and key, such as the `tls.crt` and `tls.key` that
+/// cert-manager writes into a Secret.
+pub use crate::tls::server_config as tls_config;
 
 use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy};
 
@@ -39,59 +40,6 @@ use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy};
 pub struct Validator {
     pub client: Client,
     pub settings: Settings,
-}
-
-/// TLS from a PEM certificate chain and key, such as the `tls.crt` and `tls.key` that
-/// cert-manager writes into a Secret.
-pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<ServerConfig>> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("the webhook certificate is not valid PEM: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| anyhow::anyhow!("the webhook key is not valid PEM: {e}"))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| anyhow::anyhow!("the webhook certificate and key do not match: {e}"))?;
-    Ok(Arc::new(config))
-}
-
-/// A TCP listener that completes the TLS handshake before handing a connection to axum.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, peer)) = self.tcp.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            // Handshakes are short; one that fails (a port scan, a wrong CA) is dropped.
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 /// Serves the webhook over TLS until the process ends.
@@ -105,10 +53,7 @@ pub async fn serve(
         .route("/validate/splaipolicy", post(policy))
         .route("/validate/splaimodelroute", post(route))
         .with_state(Arc::new(validator));
-    let listener = TlsListener {
-        tcp: listener,
-        acceptor: TlsAcceptor::from(tls),
-    };
+    let listener = TlsListener::new(listener, tls);
     axum::serve(listener, app).await
 }
 

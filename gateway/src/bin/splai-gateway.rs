@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use splai_gateway::server::{Gateway, Tokens, router};
+use splai_gateway::server::{Gateway, Tokens, serve};
+use splai_operator::tls;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "SPLAI's HTTP API gateway")]
@@ -19,6 +20,27 @@ struct Args {
         default_value = "/etc/splai/tokens/tokens.yaml"
     )]
     tokens: PathBuf,
+    /// A folder with `tls.crt` and `tls.key` (a mounted TLS Secret, such as cert-manager's).
+    /// Without them the gateway makes a self-signed certificate for `--self-signed-name` at
+    /// start and logs it; clients then need `splai --ca-file` with it, or
+    /// `--insecure-skip-tls-verify`.
+    #[arg(
+        long,
+        env = "SPLAI_GATEWAY_TLS_DIR",
+        default_value = "/etc/splai/gateway-tls"
+    )]
+    tls_cert_dir: PathBuf,
+    /// Names the self-signed certificate is valid for (DNS names or IP addresses).
+    #[arg(
+        long = "self-signed-name",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,splai-gateway,splai-gateway.splai-system.svc"
+    )]
+    self_signed_names: Vec<String>,
+    /// Serve plain HTTP: only behind a proxy or ingress that terminates TLS, since every request
+    /// carries a tenant's token.
+    #[arg(long, conflicts_with = "tls_cert_dir")]
+    plain_http: bool,
 }
 
 #[tokio::main]
@@ -38,14 +60,29 @@ async fn main() -> anyhow::Result<()> {
             .context("connecting to the Kubernetes API (set KUBECONFIG, or run in a cluster)")?,
         tokens: Arc::new(Tokens::parse(&text)?),
     };
+    let tls = if args.plain_http {
+        tracing::warn!("serving plain HTTP: put a TLS-terminating proxy in front of it");
+        None
+    } else if let Some(config) = tls::from_dir(&args.tls_cert_dir)? {
+        tracing::info!(dir = %args.tls_cert_dir.display(), "serving HTTPS with the mounted certificate");
+        Some(config)
+    } else {
+        let (config, pem) = tls::self_signed(&args.self_signed_names)?;
+        tracing::warn!(
+            dir = %args.tls_cert_dir.display(),
+            names = ?args.self_signed_names,
+            "no tls.crt and tls.key: serving HTTPS with a self-signed certificate made now; \
+             give it to clients with `splai --ca-file`:\n{pem}"
+        );
+        Some(config)
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, "serving");
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    tracing::info!(listen = %args.listen, https = tls.is_some(), "serving");
+    serve(listener, gateway, tls, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -25,6 +25,14 @@ struct Cli {
     /// Your tenant's token for the gateway.
     #[arg(long, env = "SPLAI_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// A PEM file of the CA (or self-signed certificate) to trust for the gateway's HTTPS, beside
+    /// the public roots.
+    #[arg(long, env = "SPLAI_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Accept any certificate from the gateway. Only for trying things out: anyone on the path
+    /// can then read your token.
+    #[arg(long, env = "SPLAI_INSECURE_SKIP_TLS_VERIFY", global = true)]
+    insecure_skip_tls_verify: bool,
     /// The namespace, when talking to the Kubernetes API directly.
     #[arg(
         long,
@@ -73,8 +81,20 @@ impl Backend {
                 .token
                 .clone()
                 .context("--server needs --token (or SPLAI_TOKEN): your tenant's token")?;
+            let mut http = reqwest::Client::builder();
+            if let Some(path) = &cli.ca_file {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading --ca-file {}", path.display()))?;
+                let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
+                    format!("--ca-file {} is not a PEM certificate", path.display())
+                })?;
+                http = http.add_root_certificate(ca);
+            }
+            if cli.insecure_skip_tls_verify {
+                http = http.danger_accept_invalid_certs(true);
+            }
             return Ok(Backend::Gateway {
-                http: reqwest::Client::new(),
+                http: http.build().context("setting up HTTPS")?,
                 server: server.trim_end_matches('/').to_owned(),
                 token,
             });
@@ -89,14 +109,22 @@ impl Backend {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let Backend::Gateway { token, .. } = self else {
+        let Backend::Gateway { token, server, .. } = self else {
             unreachable!("only the gateway speaks HTTP");
         };
-        let response = req
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("reaching the gateway")?;
+        let response = req.bearer_auth(token).send().await.map_err(|e| {
+            let untrusted =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.to_string().contains("certificate"));
+            let hint = if untrusted {
+                " (its certificate is not trusted: pass the gateway's CA with --ca-file)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("reaching the gateway at {server}{hint}"))
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
