@@ -26,14 +26,31 @@ pub struct ArtifactStore {
 }
 
 impl ArtifactStore {
-    /// `file:///path` (created if missing), or any URL `object_store` knows in this build.
+    /// `file:///path` (created if missing) or `s3://bucket/prefix`, configured by the standard
+    /// `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint, ...).
     pub fn open(url: &str) -> anyhow::Result<Self> {
+        // Only `AWS_*`: object_store also takes bare keys such as `TOKEN` or `ENDPOINT`, which
+        // an unrelated variable of the pod could carry.
+        Self::open_with(url, std::env::vars().filter(|(k, _)| k.starts_with("AWS_")))
+    }
+
+    /// [`ArtifactStore::open`] with the store's settings given, under the same names as the
+    /// variables (`AWS_ENDPOINT_URL`, ...), instead of read from the environment.
+    pub fn open_with(
+        url: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| anyhow::anyhow!("artifact store `{url}` is not a URL: {e}"))?;
         if parsed.scheme() == "file" {
             std::fs::create_dir_all(parsed.path())?;
+        } else {
+            // object_store's HTTP client is built without a bundled TLS provider; it takes rustls'
+            // process default, which is ring here as in the rest of the agent. Already set is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars())
+        let (store, root) = object_store::parse_url_opts(&parsed, options)
             .map_err(|e| anyhow::anyhow!("artifact store `{url}`: {e}"))?;
         Ok(ArtifactStore {
             store: store.into(),

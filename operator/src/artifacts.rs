@@ -16,7 +16,7 @@ use splai_scheduler::api::{ExecutionRecord, TaskArtifact};
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error(
-        "artifact store `{url}` is not a URL the operator can use ({reason}); give a URL such as file:///var/lib/splai/artifacts"
+        "artifact store `{url}` is not a URL the operator can use ({reason}); give a URL such as file:///var/lib/splai/artifacts or s3://bucket/prefix"
     )]
     BadUrl { url: String, reason: String },
     #[error("artifact store: {0}")]
@@ -52,16 +52,32 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
-    /// Opens a store by URL: `file:///path` here; other schemes that `object_store` knows
-    /// (such as `s3://`) when the operator is built with them.
+    /// Opens a store by URL: `file:///path`, or `s3://bucket/prefix` configured by the standard
+    /// `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, keys, `AWS_ALLOW_HTTP`, ...).
     pub fn open(url: &str) -> Result<Self, ArtifactError> {
+        // Only `AWS_*`: object_store also takes bare keys such as `TOKEN` or `ENDPOINT`, which
+        // an unrelated variable of the pod could carry.
+        Self::open_with(url, std::env::vars().filter(|(k, _)| k.starts_with("AWS_")))
+    }
+
+    /// [`Artifacts::open`] with the store's settings given, under the same names as the
+    /// variables (`AWS_ENDPOINT_URL`, ...), instead of read from the environment.
+    pub fn open_with(
+        url: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ArtifactError> {
         let bad = |reason: String| ArtifactError::BadUrl {
             url: url.to_owned(),
             reason,
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars())
-            .map_err(|e| bad(e.to_string()))?;
+        if parsed.scheme() != "file" {
+            // object_store's HTTP client has no bundled TLS provider and takes rustls' process
+            // default: ring, as kube uses. Already set is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let (store, root) =
+            object_store::parse_url_opts(&parsed, options).map_err(|e| bad(e.to_string()))?;
         if parsed.scheme() == "file" {
             std::fs::create_dir_all(parsed.path()).map_err(|e| bad(e.to_string()))?;
         }
