@@ -14,6 +14,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use splai_protocol::{Executor, Outcome, TaskAssignment};
 use splai_scheduler::api::TaskKind;
+use tracing::Instrument;
 
 use crate::sandbox::{self, Attempt, Exit, SandboxConfig};
 
@@ -260,10 +261,29 @@ impl WorkerExecutor {
 
 impl Executor for WorkerExecutor {
     async fn run(&self, task: TaskAssignment) -> Outcome {
-        match task.task_spec.as_ref().map(|s| s.kind) {
-            Some(TaskKind::Inference) => self.inference(&task).await,
-            _ => self.command(&task).await,
+        // The execution joins its job's trace: the assignment's traceparent is its parent.
+        let span = tracing::info_span!(
+            "task.execute",
+            job = %task.job,
+            task = %task.task,
+            attempt = task.attempt,
+            outcome = tracing::field::Empty,
+        );
+        splai_telemetry::join_trace(&span, &task.traceparent);
+        let outcome = async {
+            match task.task_spec.as_ref().map(|s| s.kind) {
+                Some(TaskKind::Inference) => self.inference(&task).await,
+                _ => self.command(&task).await,
+            }
         }
+        .instrument(span.clone())
+        .await;
+        let label = match &outcome {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+        };
+        span.record("outcome", label);
+        outcome
     }
 
     fn load(&self) -> splai_protocol::Load {

@@ -122,12 +122,8 @@ fn node_capacity() -> (u32, u32) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Logs to stderr; spans to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let _telemetry = splai_telemetry::Telemetry::init("splai-worker", false)?;
     let mut caps: Capabilities = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)

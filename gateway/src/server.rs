@@ -21,7 +21,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
+use splai_operator::driver::TRACE_ANNOTATION;
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
+use tracing::Instrument;
 
 use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest};
 
@@ -310,9 +312,27 @@ async fn submit(
         .labels
         .get_or_insert_with(Default::default)
         .insert(TENANT_LABEL.to_owned(), tenant.clone());
+    // The job's trace: the caller's when it sent a W3C `traceparent`, else this request's own
+    // when spans are exported. The operator and the agents join the trace the annotation names.
+    let span = tracing::info_span!("gateway.submit", tenant = %tenant, job = %request.name);
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace_id = match traceparent.and_then(splai_telemetry::trace_id_in) {
+        Some(id) => {
+            splai_telemetry::join_trace(&span, traceparent.unwrap_or_default());
+            Some(id)
+        }
+        None => splai_telemetry::trace_id_of(&span),
+    };
+    if let Some(id) = trace_id {
+        job.meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TRACE_ANNOTATION.to_owned(), id);
+    }
     let created = caller
         .jobs(&gw)
         .create(&PostParams::default(), &job)
+        .instrument(span)
         .await?;
     Ok((StatusCode::CREATED, Json(JobView::from(&created))))
 }

@@ -2,6 +2,8 @@
 //! OpenAPI document, and the whole flow from the `splai` CLI through the gateway and the operator
 //! to real `splai-worker` processes.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -221,32 +223,6 @@ async fn the_openapi_document_lists_every_route() {
     }
 }
 
-/// Worker processes, killed when the test ends, passed or failed.
-struct Reaped(Vec<std::process::Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Builds the worker binary (cargo only builds a package's own binaries for its tests) and
-/// returns its path.
-fn splai_worker_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "splai-worker", "--bin", "splai-worker"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building splai-worker failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug/splai-worker")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_workers_complete_the_job()
  {
@@ -271,8 +247,8 @@ async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_w
         )
     };
     let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
-    let worker_bin = splai_worker_binary();
-    let _workers = Reaped(
+    let worker_bin = common::workspace_binary("splai-worker", "splai-worker");
+    let _workers = common::Reaped(
         ["node-1", "node-2"]
             .iter()
             .map(|name| {

@@ -189,6 +189,31 @@ fn job_dir(job: &SPLAIJob) -> JobDir {
 
 /// A job's trace ID: its annotation when the caller set one, else its uid, which is already 32
 /// hex digits once the dashes are gone.
+/// The span of one attempt, from its assignment to its end, in its job's trace (exported only
+/// when OTLP export is on).
+fn attempt_span(r: &ExecutionRecord) {
+    if !splai_telemetry::exporting() {
+        return;
+    }
+    let mut attributes = vec![
+        ("splai.job", r.job.clone()),
+        ("splai.task", r.task.clone()),
+        ("splai.attempt", r.attempt.to_string()),
+        ("splai.worker", r.worker.clone()),
+        ("splai.outcome", format!("{:?}", r.outcome)),
+    ];
+    if let Some(error) = &r.error {
+        attributes.push(("splai.error", error.clone()));
+    }
+    splai_telemetry::record_span(
+        "task.attempt",
+        &r.traceparent,
+        r.assigned_at.millis(),
+        r.finished_at.millis(),
+        attributes,
+    );
+}
+
 pub fn trace_id_of(job: &SPLAIJob) -> String {
     if let Some(t) = job
         .metadata
@@ -716,6 +741,20 @@ impl Driver {
                         .jobs
                         .get_or_create(&[("phase", phase_label(to))])
                         .inc();
+                    if to.is_terminal()
+                        && let Some((trace, submitted)) = self.core.job_trace(&job)
+                    {
+                        splai_telemetry::record_span(
+                            "job",
+                            trace,
+                            submitted.millis(),
+                            self.core.now().millis(),
+                            vec![
+                                ("splai.job", job.to_string()),
+                                ("splai.phase", phase_label(to).to_owned()),
+                            ],
+                        );
+                    }
                     if let Some(e) = self.jobs.get_mut(&*job) {
                         e.status_dirty = true;
                         e.ended |= to.is_terminal();
@@ -765,6 +804,7 @@ impl Driver {
                     }
                 }
                 Effect::AttemptEnded(r) => {
+                    attempt_span(&r);
                     if let Some(e) = self.jobs.get_mut(r.job.as_str()) {
                         e.status_dirty = true;
                         e.scores.remove(&r.task);

@@ -227,6 +227,12 @@ impl Scheduler {
         }
     }
 
+    /// A job's trace ID and submission time, without building its whole status.
+    pub fn job_trace(&self, key: &str) -> Option<(&str, crate::Timestamp)> {
+        let job = self.job(*self.job_ids.get(key)?);
+        Some((&job.trace_id, job.submitted))
+    }
+
     /// A job's phase, without building its whole status.
     pub fn job_phase(&self, key: &str) -> Option<crate::api::JobPhase> {
         self.job_ids.get(key).map(|&j| self.job(j).phase)

@@ -46,12 +46,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let _telemetry = splai_telemetry::Telemetry::init("splai-gateway", false)?;
     let text = std::fs::read_to_string(&args.tokens)
         .with_context(|| format!("reading the tokens file {}", args.tokens.display()))?;
     let gateway = Gateway {
