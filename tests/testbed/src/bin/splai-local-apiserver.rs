@@ -13,7 +13,10 @@ fn main() -> anyhow::Result<()> {
     let plane = splai_testbed::ControlPlane::start()?;
     println!("export KUBECONFIG={}", plane.kubeconfig().display());
     println!("export PATH={}:$PATH", splai_testbed::bin_dir()?.display());
-    println!("# API server {}; end this program's input (Ctrl-D) to stop it", plane.server());
+    println!(
+        "# API server {}; end this program's input (Ctrl-D) to stop it",
+        plane.server()
+    );
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     drop(plane);
