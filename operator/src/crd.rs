@@ -34,9 +34,39 @@ fn tightened(crd: CustomResourceDefinition, rules: fn(&mut Value)) -> CustomReso
         .as_array_mut()
         .expect("a CRD has versions")
     {
-        rules(&mut version["schema"]["openAPIV3Schema"]);
+        let schema = &mut version["schema"]["openAPIV3Schema"];
+        rules(schema);
+        kubernetes_formats(schema);
     }
     serde_json::from_value(value).expect("the tightened schema is still a CRD")
+}
+
+/// Rewrites the integer formats schemars gives Rust's unsigned types (`uint32`, `uint64`, which
+/// the API server does not know and warns about on every apply) as ones it knows, keeping their
+/// range as bounds: `uint32` becomes `int64` up to 4,294,967,295, `uint64` becomes `int64` (the
+/// API's integers are 64-bit signed anyway). Their `minimum: 0` stays.
+fn kubernetes_formats(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let format = map.get("format").and_then(Value::as_str).map(str::to_owned);
+            match format.as_deref() {
+                Some("uint32") => {
+                    map.insert("format".into(), "int64".into());
+                    map.entry("maximum").or_insert(u32::MAX.into());
+                }
+                Some("uint64") => {
+                    map.insert("format".into(), "int64".into());
+                }
+                Some("uint8" | "uint16" | "uint") => {
+                    panic!("format {format:?}: add its bounds to kubernetes_formats")
+                }
+                _ => {}
+            }
+            map.values_mut().for_each(kubernetes_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_formats),
+        _ => {}
+    }
 }
 
 /// Applies the four CRDs (server-side apply, idempotent) and waits until the API server serves

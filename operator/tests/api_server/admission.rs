@@ -234,6 +234,24 @@ async fn rejects_worker_with_zero_cpu() {
 }
 
 #[tokio::test]
+async fn rejects_task_memory_that_does_not_fit_its_32_bit_field() {
+    // Without the bound the API server would store it, and every watch of the operator would
+    // then fail to read the object.
+    let message = job_rejection("huge-memory", |job| {
+        job["spec"]["tasks"][0]["resources"]["memoryMib"] = json!(4_294_967_296u64);
+    })
+    .await;
+    assert!(
+        message.contains("spec.tasks[0].resources.memoryMib: Invalid value: 4294967296"),
+        "{message}"
+    );
+    assert!(
+        message.contains("should be less than or equal to 4294967295"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn rejects_unknown_route_backend() {
     let (client, ns) = setup("bad-backend").await.unwrap();
     let mut route = sample("splaimodelroute");
