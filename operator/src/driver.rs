@@ -336,10 +336,15 @@ impl Driver {
                 continue;
             };
             let mut status = w.status.clone().unwrap_or_default().worker;
-            // Every worker that was alive gets a full staleness window to reconnect to the new
-            // leader, rather than being judged on a heartbeat the old one wrote a while ago.
-            if status.health == Health::Healthy {
+            // Every worker that was alive gets a full window to reconnect to the new leader,
+            // rather than being judged on a heartbeat the old one wrote a while ago. Until its
+            // agent heartbeats here it is Stale: this leader has not heard from it, and an
+            // assignment sent now would go nowhere (its agent may be reconnecting, or gone with
+            // the old incarnation) and cost the task a retry. Its first heartbeat makes it
+            // Healthy; silence makes it Lost after `lostAfterMs`, as before.
+            if matches!(status.health, Health::Healthy | Health::Stale) {
                 status.last_heartbeat = Some(now);
+                status.health = Health::Stale;
             }
             snapshot.workers.push(WorkerRecord {
                 name: name.clone(),
@@ -1218,6 +1223,56 @@ mod tests {
         assert!(again.jobs[0].status.is_some());
         assert!(again.jobs[0].meta.is_some());
         assert_eq!(again.acks, [("w1".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn after_a_restart_no_task_goes_to_a_worker_until_its_agent_heartbeats_to_the_new_leader() {
+        let mut worker = SPLAIWorker::new(
+            "w1",
+            crate::SPLAIWorkerSpec(splai_scheduler::api::WorkerSpec {
+                capabilities: Capabilities {
+                    cpu_millis: 1000,
+                    memory_mib: 1024,
+                    ..Capabilities::default()
+                },
+            }),
+        );
+        worker.metadata.namespace = Some("sys".into());
+        worker.status = Some(crate::SPLAIWorkerStatus {
+            worker: WorkerStatus {
+                health: Health::Healthy,
+                last_heartbeat: Some(Timestamp(500)),
+                incarnation: 1,
+                ..WorkerStatus::default()
+            },
+            ..Default::default()
+        });
+        let listed = Listed {
+            workers: vec![worker],
+            ..Listed::default()
+        };
+        let cfg = DriverConfig {
+            worker_namespace: "sys".into(),
+            worker_refresh_ms: 30_000,
+        };
+        let mut d = Driver::rebuild(
+            cfg,
+            Settings::default(),
+            Arc::new(Metrics::default()),
+            listed,
+            Timestamp(1_000),
+        );
+        assert_eq!(d.core().worker_health("w1"), Some(Health::Stale));
+        d.input(Input::JobApplied(Box::new(job(1))), Timestamp(1_500));
+        let assigned = |d: &Driver| {
+            d.outbox
+                .iter()
+                .any(|(_, m)| matches!(m, ControlMessage::Assign(_)))
+        };
+        assert!(!assigned(&d), "assigned before the agent was heard from");
+        heartbeat(&mut d, 1);
+        assert_eq!(d.core().worker_health("w1"), Some(Health::Healthy));
+        assert!(assigned(&d), "the heartbeat makes the worker placeable again");
     }
 
     #[test]
