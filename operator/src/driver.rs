@@ -1272,7 +1272,10 @@ mod tests {
         assert!(!assigned(&d), "assigned before the agent was heard from");
         heartbeat(&mut d, 1);
         assert_eq!(d.core().worker_health("w1"), Some(Health::Healthy));
-        assert!(assigned(&d), "the heartbeat makes the worker placeable again");
+        assert!(
+            assigned(&d),
+            "the heartbeat makes the worker placeable again"
+        );
     }
 
     #[test]
