@@ -1,6 +1,7 @@
 //! Real `splai-worker` processes against the operator (in this process) and the real API
 //! server: shell commands run in the sandbox, their artifacts land on disk, and an agent killed
-//! mid-task is restarted and the task retried under a new attempt.
+//! mid-task is restarted and the task retried under a new attempt, and a frozen agent's late
+//! report for an attempt already retried is ignored.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -240,6 +241,89 @@ async fn an_agent_killed_mid_task_is_restarted_and_the_task_runs_again_under_a_n
     assert_eq!(read(&out), "done-2\n");
     let _ = w1.kill();
     let _ = w1.wait();
+    s.operator.abort();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Sends a signal to a process with the system's `kill`.
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agents_late_report_for_an_attempt_already_retried_is_ignored() {
+    let s = setup("e2e-late").await;
+    let w1 = worker(&s, "w1");
+    let spec = JobSpec {
+        tenant: "acme".into(),
+        tasks: vec![shell("slow", "sleep 2; echo done-$SPLAI_ATTEMPT")],
+        ..JobSpec::default()
+    };
+    submit(&s, "late", spec).await;
+    let running_attempt = |n: u32| {
+        move |j: &SPLAIJob| {
+            j.status.as_ref().is_some_and(|st| {
+                st.job
+                    .tasks
+                    .iter()
+                    .any(|t| t.attempt == n && t.started_at.is_some())
+            })
+        }
+    };
+    wait_until(&s, "late", running_attempt(1)).await;
+    // Frozen, not killed: its heartbeats stop, so the operator declares it Lost and retries the
+    // task, while the sandboxed command (a process group of its own) runs on to its end.
+    signal(&w1, "-STOP");
+    let mut w2 = worker(&s, "w2");
+    wait_until(&s, "late", running_attempt(2)).await;
+    // Thawed while attempt 2 runs: w1 finds attempt 1 finished, stores its outputs and reports
+    // it succeeded, too late.
+    signal(&w1, "-CONT");
+    let mut w1 = w1;
+    let job = wait_until(&s, "late", completed).await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.job.phase, JobPhase::Completed);
+    let stale = s
+        .dir
+        .join(format!("artifacts/jobs/{}/late/slow/1/stdout.log", s.ns));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !stale.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the thawed agent never finished attempt 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read(&stale), "done-1\n");
+    // Give its report time to arrive, then check it changed nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let job = s.jobs.get("late").await.unwrap();
+    let status = job.status.clone().unwrap();
+    let records = read(&file_of(status.records_uri.as_deref().unwrap()));
+    let records: Vec<splai_scheduler::api::ExecutionRecord> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(
+        (records[0].attempt, records[0].outcome),
+        (1, Outcome::WorkerLost)
+    );
+    assert_eq!(
+        (records[1].attempt, records[1].outcome),
+        (2, Outcome::Succeeded)
+    );
+    assert_eq!(status.job.progress.succeeded, 1);
+    let result = status.job.result_artifact_uri.clone().unwrap();
+    assert!(result.ends_with("/late/slow/2/"), "{result}");
+    for w in [&mut w1, &mut w2] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
     s.operator.abort();
     let _ = std::fs::remove_dir_all(&s.dir);
 }
