@@ -208,61 +208,69 @@ impl Scheduler {
                 task.route = ts.route.clone().map(Box::new);
             }
             let at = ts.finished_at.unwrap_or(submitted);
-            let state = match ts.phase {
-                TaskPhase::Waiting => TaskState::Waiting,
-                TaskPhase::Ready => TaskState::Ready,
-                TaskPhase::Retrying => TaskState::Retrying {
-                    not_before: ts.not_before.unwrap_or(submitted),
-                },
-                TaskPhase::Assigned | TaskPhase::Running => {
-                    let worker = ts
-                        .worker
-                        .as_deref()
-                        .and_then(|w| self.fleet.id(w))
-                        .filter(|&w| {
-                            let wr = &self.fleet.workers[w as usize];
-                            wr.registered && wr.health != Health::Lost
-                        });
-                    match worker {
-                        Some(w) => {
-                            let at = ts.assigned_at.unwrap_or(submitted);
-                            match ts.started_at {
-                                Some(started) => TaskState::Running {
-                                    worker: w,
-                                    at,
-                                    started,
-                                    cold: false,
-                                },
-                                None => TaskState::Assigned {
-                                    worker: w,
-                                    at,
-                                    cold: false,
-                                },
+            let state = if terminal && !ts.phase.is_terminal() {
+                // An ended job whose stored status still shows this task in flight (its last
+                // write raced the end): nothing may run it again or hold a worker for it.
+                TaskState::Canceled {
+                    at: status.finished_at.unwrap_or(now),
+                }
+            } else {
+                match ts.phase {
+                    TaskPhase::Waiting => TaskState::Waiting,
+                    TaskPhase::Ready => TaskState::Ready,
+                    TaskPhase::Retrying => TaskState::Retrying {
+                        not_before: ts.not_before.unwrap_or(submitted),
+                    },
+                    TaskPhase::Assigned | TaskPhase::Running => {
+                        let worker =
+                            ts.worker
+                                .as_deref()
+                                .and_then(|w| self.fleet.id(w))
+                                .filter(|&w| {
+                                    let wr = &self.fleet.workers[w as usize];
+                                    wr.registered && wr.health != Health::Lost
+                                });
+                        match worker {
+                            Some(w) => {
+                                let at = ts.assigned_at.unwrap_or(submitted);
+                                match ts.started_at {
+                                    Some(started) => TaskState::Running {
+                                        worker: w,
+                                        at,
+                                        started,
+                                        cold: false,
+                                    },
+                                    None => TaskState::Assigned {
+                                        worker: w,
+                                        at,
+                                        cold: false,
+                                    },
+                                }
                             }
-                        }
-                        // Its worker is gone: the attempt is lost, and the task runs again if it may.
-                        None => {
-                            let gone = ts.worker.as_deref().unwrap_or("unknown");
-                            let task = &mut self.job_mut(j).tasks[t as usize];
-                            task.error =
-                                Some(format!("worker {gone} was gone after a restart").into());
-                            if ts.attempt <= task.retry.limit {
-                                TaskState::Retrying { not_before: now }
-                            } else {
-                                failed.push((j, t));
-                                TaskState::Failed { at: now }
+                            // Its worker is gone: the attempt is lost, and the task runs again if it may.
+                            None => {
+                                let gone = ts.worker.as_deref().unwrap_or("unknown");
+                                let task = &mut self.job_mut(j).tasks[t as usize];
+                                task.error =
+                                    Some(format!("worker {gone} was gone after a restart").into());
+                                if ts.attempt <= task.retry.limit {
+                                    TaskState::Retrying { not_before: now }
+                                } else {
+                                    failed.push((j, t));
+                                    TaskState::Failed { at: now }
+                                }
                             }
                         }
                     }
+                    TaskPhase::Succeeded => TaskState::Succeeded {
+                        at,
+                        artifact: ts.artifact_uri.as_deref().map(Into::into),
+                    },
+                    TaskPhase::Failed => TaskState::Failed { at },
+                    TaskPhase::TimedOut => TaskState::TimedOut { at },
+                    TaskPhase::Canceled => TaskState::Canceled { at },
+                    TaskPhase::Skipped => TaskState::Skipped { at },
                 }
-                TaskPhase::Succeeded => TaskState::Succeeded {
-                    at,
-                    artifact: ts.artifact_uri.as_deref().map(Into::into),
-                },
-                TaskPhase::Failed => TaskState::Failed { at },
-                TaskPhase::TimedOut => TaskState::TimedOut { at },
-                TaskPhase::Canceled => TaskState::Canceled { at },
-                TaskPhase::Skipped => TaskState::Skipped { at },
             };
             self.set_state(j, t, state);
         }

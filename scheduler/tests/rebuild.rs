@@ -309,3 +309,58 @@ fn a_refused_job_keeps_its_spec_whole() {
     assert_eq!(sim.s.job_spec("j").as_ref(), Some(&spec));
     assert_eq!(sim.s.task_spec("j", "cmd").as_ref(), Some(&spec.tasks[1]));
 }
+
+#[test]
+fn an_ended_job_whose_status_still_shows_tasks_in_flight_holds_no_worker_after_a_rebuild() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(2000, 4096));
+    let mut flaky = task("flaky");
+    flaky.retry.limit = 3;
+    sim.submit(
+        "j",
+        JobBuilder::new("acme")
+            .task(task("busy"))
+            .task(flaky)
+            .build(),
+    );
+    sim.start("j", "busy");
+    sim.fail("j", "flaky", "exit 1");
+    let mut snap = sim.s.snapshot();
+    // The job's end was stored, but its tasks' last states were not: one running, one retrying.
+    let status = &mut snap.jobs[0].status;
+    assert!(status.tasks.iter().any(|t| t.phase == TaskPhase::Running));
+    assert!(status.tasks.iter().any(|t| t.phase == TaskPhase::Retrying));
+    status.phase = JobPhase::Canceled;
+    status.finished_at = Some(Timestamp(sim.now));
+    let (mut s, _) = Scheduler::rebuild(
+        sim.s.settings().clone(),
+        sim.s.strategy(),
+        7,
+        snap,
+        Timestamp(sim.now),
+    );
+    s.check_invariants().unwrap();
+    assert!(s.worker_status("w1").unwrap().running_tasks.is_empty());
+    let phases: Vec<TaskPhase> = s
+        .job_status("j")
+        .unwrap()
+        .tasks
+        .iter()
+        .map(|t| t.phase)
+        .collect();
+    assert!(phases.iter().all(|p| p.is_terminal()), "{phases:?}");
+    // Past every backoff: nothing of the ended job runs again.
+    let later = s.handle(Event::Tick, Timestamp(sim.now + 600_000));
+    assert!(
+        !later.iter().any(|e| matches!(e, Effect::Assign(_))),
+        "{later:?}"
+    );
+    assert!(
+        s.handle(
+            Event::JobForgotten { key: "j".into() },
+            Timestamp(sim.now + 600_001)
+        )
+        .is_empty()
+    );
+    s.check_invariants().unwrap();
+}
