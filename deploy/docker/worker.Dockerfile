@@ -16,6 +16,11 @@ RUN --mount=type=cache,id=splai-cargo-registry,target=/usr/local/cargo/registry 
 # which Debian ships in every image as an essential package) and commonly through /bin/sh.
 # Add the tools your tasks need (python, ffmpeg, ...) in an image built FROM this one.
 FROM docker.io/library/debian:bookworm-slim
+# The system roots: object_store's client checks an https:// S3 endpoint against them, and the
+# inference clients check remote APIs the same way. bookworm-slim ships none.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates=20230311+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/splai-worker /usr/local/bin/splai-worker
 # Fail the build, not the first task, if the sandbox's wrappers ever leave the base image: the
 # same chain the agent starts, around /bin/sh.

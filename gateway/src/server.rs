@@ -197,7 +197,7 @@ pub async fn serve(
     let app = router(gw);
     match tls {
         Some(tls) => {
-            let listener = splai_operator::tls::TlsListener::new(listener, tls);
+            let listener = splai_operator::tls::TlsListener::new(listener, tls)?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -445,3 +445,42 @@ spec:
     operator.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_connect_and_stall_hold_up_no_other_client() {
+    let (client, _ns) = splai_testbed::namespace("gw-stall").await.unwrap();
+    let tokens = Tokens::parse(&format!(
+        "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: a}}\n"
+    ))
+    .unwrap();
+    let (tls, cert_pem) = splai_operator::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gw = Gateway {
+        client,
+        tokens: Arc::new(tokens),
+    };
+    tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
+    // Thirty connections that never start their TLS handshake: served one at a time, each would
+    // hold the door for the 10 s handshake limit, five minutes in all.
+    let mut stalled = Vec::new();
+    for _ in 0..30 {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    // A guard against hanging, far above what either design needs when it works: it fails only
+    // if the stalled connections are waited out one after another.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(60),
+        http.get(format!("https://{addr}/healthz")).send(),
+    )
+    .await
+    .expect("a stalled client held up the others")
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "ok");
+    drop(stalled);
+}

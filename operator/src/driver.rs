@@ -187,8 +187,6 @@ fn job_dir(job: &SPLAIJob) -> JobDir {
     }
 }
 
-/// A job's trace ID: its annotation when the caller set one, else its uid, which is already 32
-/// hex digits once the dashes are gone.
 /// The span of one attempt, from its assignment to its end, in its job's trace (exported only
 /// when OTLP export is on).
 fn attempt_span(r: &ExecutionRecord) {
@@ -214,6 +212,8 @@ fn attempt_span(r: &ExecutionRecord) {
     );
 }
 
+/// A job's trace ID: its annotation when the caller set one, else its uid, which is already 32
+/// hex digits once the dashes are gone.
 pub fn trace_id_of(job: &SPLAIJob) -> String {
     if let Some(t) = job
         .metadata

@@ -325,3 +325,21 @@ pub async fn serve_metrics(
         .route("/readyz", get(|| async { "ok" }));
     axum::serve(listener, app).await
 }
+
+/// Completes on Ctrl-C or SIGTERM (what Kubernetes sends a pod it stops), so the binaries end
+/// cleanly either way: servers drain, spans are flushed.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM; only Ctrl-C stops this");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -53,7 +53,7 @@ pub async fn serve(
         .route("/validate/splaipolicy", post(policy))
         .route("/validate/splaimodelroute", post(route))
         .with_state(Arc::new(validator));
-    let listener = TlsListener::new(listener, tls);
+    let listener = TlsListener::new(listener, tls)?;
     axum::serve(listener, app).await
 }
 

@@ -207,19 +207,26 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
-/// The trace ID in a W3C `traceparent` value, lowercased, if it is well-formed and not all zeros.
+/// The trace ID in a W3C `traceparent` value, if it is well-formed (lowercase hex) and not all
+/// zeros.
 pub fn trace_id_in(traceparent: &str) -> Option<String> {
     let mut parts = traceparent.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    // Lowercase only, as W3C Trace Context requires (and as the propagator that `join_trace`
+    // uses accepts): an uppercase value would name one trace here and another there.
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let ok = hex(version, 2)
         && version != "ff"
         && hex(trace, 32)
         && hex(span, 16)
         && hex(flags, 2)
         && trace.bytes().any(|b| b != b'0');
-    ok.then(|| trace.to_ascii_lowercase())
+    ok.then(|| trace.to_owned())
 }
 
 #[cfg(test)]
@@ -228,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_traceparent_gives_its_trace_id_and_bad_ones_give_none() {
-        let tp = "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01";
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         assert_eq!(
             trace_id_in(tp).as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
@@ -239,6 +246,7 @@ mod tests {
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c8031zz-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
         ] {
             assert_eq!(trace_id_in(bad), None, "{bad}");
         }

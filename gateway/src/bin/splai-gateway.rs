@@ -39,7 +39,7 @@ struct Args {
     self_signed_names: Vec<String>,
     /// Serve plain HTTP: only behind a proxy or ingress that terminates TLS, since every request
     /// carries a tenant's token.
-    #[arg(long, conflicts_with = "tls_cert_dir")]
+    #[arg(long)]
     plain_http: bool,
 }
 
@@ -75,9 +75,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, https = tls.is_some(), "serving");
-    serve(listener, gateway, tls, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    serve(listener, gateway, tls, splai_operator::run::stop_signal()).await?;
     Ok(())
 }

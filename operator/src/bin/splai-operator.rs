@@ -165,8 +165,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::select! {
         result = run(client, config, metrics) => result,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stepping down");
+        _ = splai_operator::run::stop_signal() => {
+            tracing::info!("stopping; a standby takes over when the lease lapses");
             Ok(())
         }
     }
