@@ -57,27 +57,56 @@ async fn setup(test: &str) -> Setup {
     }
 }
 
+/// A real `splai-worker` process, killed when dropped, so a failing test leaves none behind.
+struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Thawed first, in case a test froze it and failed before thawing it.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A real `splai-worker` process.
-fn worker(s: &Setup, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_splai-worker"))
-        .args(["--name", name, "--control-plane", &s.endpoint])
-        .args([
-            "--cpu-millis",
-            "4000",
-            "--memory-mib",
-            "4096",
-            "--heartbeat-seconds",
-            "1",
-        ])
-        .arg("--artifacts")
-        .arg(format!("file://{}/artifacts", s.dir.display()))
-        .arg("--work-dir")
-        .arg(s.dir.join(format!("work-{name}")))
-        .args(["--register-in", &s.ns])
-        .env("KUBECONFIG", splai_testbed::shared().unwrap().kubeconfig())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("splai-worker starts")
+fn worker(s: &Setup, name: &str) -> Worker {
+    Worker(
+        Command::new(env!("CARGO_BIN_EXE_splai-worker"))
+            .args(["--name", name, "--control-plane", &s.endpoint])
+            .args([
+                "--cpu-millis",
+                "4000",
+                "--memory-mib",
+                "4096",
+                "--heartbeat-seconds",
+                "1",
+            ])
+            .arg("--artifacts")
+            .arg(format!("file://{}/artifacts", s.dir.display()))
+            .arg("--work-dir")
+            .arg(s.dir.join(format!("work-{name}")))
+            .args(["--register-in", &s.ns])
+            .env("KUBECONFIG", splai_testbed::shared().unwrap().kubeconfig())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("splai-worker starts"),
+    )
 }
 
 fn shell(id: &str, script: &str) -> TaskSpec {
