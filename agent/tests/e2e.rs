@@ -29,11 +29,7 @@ async fn setup(test: &str) -> Setup {
     splai_operator::crd::install(&client).await.unwrap();
     let dir = std::env::temp_dir().join(format!("splai-e2e-{ns}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let endpoint = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let endpoint = splai_testbed::free_endpoint();
     let config = OperatorConfig {
         settings: Settings {
             stale_after_ms: 2_000,

@@ -24,11 +24,7 @@ struct LlamaServer {
 impl LlamaServer {
     async fn start() -> LlamaServer {
         let (binary, model) = installed();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = splai_testbed::free_port().unwrap();
         let child = Command::new(binary)
             .arg("--model")
             .arg(model)

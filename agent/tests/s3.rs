@@ -37,11 +37,7 @@ struct LocalS3 {
 
 impl LocalS3 {
     async fn start() -> LocalS3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = splai_testbed::free_port().unwrap();
         let server = KillOnDrop(
             Command::new(moto_server())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -195,11 +191,7 @@ async fn a_real_worker_configured_by_aws_variables_writes_a_tasks_outputs_to_s3(
     splai_operator::crd::install(&client).await.unwrap();
     let dir = std::env::temp_dir().join(format!("splai-s3-{ns}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let endpoint = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let endpoint = splai_testbed::free_endpoint();
     let config = OperatorConfig::in_namespace(
         &ns,
         endpoint.clone(),

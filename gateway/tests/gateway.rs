@@ -233,11 +233,7 @@ async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_w
     install_crds(&client).await;
     let dir = std::env::temp_dir().join(format!("splai-gw-e2e-{ns}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let endpoint = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let endpoint = splai_testbed::free_endpoint();
     let config = OperatorConfig {
         settings: splai_scheduler::Settings::default(),
         ..OperatorConfig::in_namespace(

@@ -44,14 +44,6 @@ async fn receive(State(got): State<Received>, body: Bytes) -> &'static str {
     ""
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_jobs_spans_from_gateway_operator_and_agent_share_its_trace_id() {
     let (client, ns) = splai_testbed::namespace("otlp").await.unwrap();
@@ -78,8 +70,8 @@ async fn one_jobs_spans_from_gateway_operator_and_agent_share_its_trace_id() {
     .unwrap();
 
     let kubeconfig = splai_testbed::shared().unwrap().kubeconfig().to_owned();
-    let agent_endpoint = format!("127.0.0.1:{}", free_port());
-    let gateway_addr = format!("127.0.0.1:{}", free_port());
+    let agent_endpoint = splai_testbed::free_endpoint();
+    let gateway_addr = splai_testbed::free_endpoint();
     let spawn = |bin: &std::path::Path, args: &[String]| {
         Command::new(bin)
             .args(args)

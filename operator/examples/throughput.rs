@@ -130,12 +130,8 @@ async fn main() -> Result<()> {
         .and_then(|p| p.parent())
         .context("the example's folder")?
         .join("splai-operator");
-    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let agent_port = splai_testbed::free_port()?;
+    let metrics_port = splai_testbed::free_port()?;
     let artifacts = std::env::temp_dir().join(format!("splai-bench-{ns}"));
     let mut operator = std::process::Command::new(&operator_bin)
         .env("KUBECONFIG", cp.kubeconfig())

@@ -118,11 +118,6 @@ pub fn fast_settings() -> Settings {
     }
 }
 
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("an address").to_string()
-}
-
 impl Harness {
     pub async fn new(test: &str) -> Result<Harness> {
         let (client, ns) = splai_testbed::namespace(test).await?;
@@ -146,7 +141,7 @@ impl Harness {
         let endpoint = self
             .endpoints
             .entry(identity.to_owned())
-            .or_insert_with(free_port)
+            .or_insert_with(splai_testbed::free_endpoint)
             .clone();
         OperatorConfig {
             namespace: Some(self.ns.clone()),

@@ -311,8 +311,15 @@ fn work_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nothing listens on right now, for a server a test is about to start. (Another
+/// process could take it in between; on a test machine that does not happen in practice.)
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `127.0.0.1:<free port>`, as the operator's agent endpoint and similar flags take it.
+pub fn free_endpoint() -> String {
+    format!("127.0.0.1:{}", free_port().expect("a free loopback port"))
 }
 
 fn path_arg(path: &Path) -> String {

@@ -201,11 +201,7 @@ impl splai_protocol::Executor for Idle {
 async fn the_operator_leads_and_registers_a_worker_under_its_own_account() {
     installed();
     let operator = client_as(OPERATOR, &[]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = splai_testbed::free_port().unwrap();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-artifacts");
     let mut config = splai_operator::run::OperatorConfig::in_namespace(
         SYSTEM,
