@@ -1,6 +1,7 @@
 //! Logs and traces for SPLAI's binaries.
 //!
-//! Logs always go to stderr. Spans are exported over OTLP/HTTP only when the standard
+//! Logs always go to stderr, coloured only when stderr is a terminal and `NO_COLOR` is unset,
+//! so `2> file` captures them as plain text and stdout stays for a program's output. Spans are exported over OTLP/HTTP only when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) variable is set, so a
 //! cluster without a collector pays nothing. Every span about a job joins the job's W3C trace
 //! (`join_trace`): the gateway's request, the operator's job and task spans and the agent's
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -110,13 +112,19 @@ impl Telemetry {
                 .with_tracer(p.tracer("splai"))
                 .with_filter(Targets::new().with_target("splai", LevelFilter::INFO))
         });
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let logs = if json {
             tracing_subscriber::fmt::layer()
                 .json()
+                .with_writer(std::io::stderr)
                 .with_filter(filter)
                 .boxed()
         } else {
-            tracing_subscriber::fmt::layer().with_filter(filter).boxed()
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .with_filter(filter)
+                .boxed()
         };
         let installed = tracing_subscriber::registry()
             .with(logs)
