@@ -1,15 +1,20 @@
 //! The sandbox with real processes: output, the private folder, timeouts that kill the whole
 //! process tree, the memory, file-size and output caps, the environment, and `no_new_privs`.
 
-use std::path::PathBuf;
 use std::time::Duration;
+
+use tempfile::TempDir;
 
 use splai_worker::sandbox::{Attempt, Exit, Finished, Limits, SandboxConfig, SandboxError, run};
 
-fn root(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("splai-sandbox-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A sandbox root in a fresh temporary folder, removed when the test ends, passed or failed.
+fn sandbox(test: &str) -> (TempDir, SandboxConfig) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("splai-sandbox-{test}-"))
+        .tempdir()
+        .expect("a temporary folder");
+    let cfg = SandboxConfig::new(dir.path().join("work"));
+    (dir, cfg)
 }
 
 fn argv(parts: &[&str]) -> Vec<String> {
@@ -35,7 +40,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_command_runs_in_its_private_folder_with_its_output_captured() {
-    let cfg = SandboxConfig::new(root("folder"));
+    let (_dir, cfg) = sandbox("folder");
     let done = sh(
         &cfg,
         "pwd; echo result > out.txt; echo oops >&2; exit 3",
@@ -77,7 +82,7 @@ fn gone(pid: u32) -> bool {
 
 #[tokio::test]
 async fn a_timeout_kills_the_whole_process_tree() {
-    let cfg = SandboxConfig::new(root("timeout"));
+    let (_dir, cfg) = sandbox("timeout");
     let done = sh(
         &cfg,
         "sleep 300 & echo $! > background.pid; sleep 300",
@@ -104,7 +109,7 @@ async fn a_timeout_kills_the_whole_process_tree() {
 
 #[tokio::test]
 async fn the_memory_limit_is_enforced() {
-    let mut cfg = SandboxConfig::new(root("memory"));
+    let (_dir, mut cfg) = sandbox("memory");
     cfg.limits = Limits {
         memory_bytes: 256 << 20,
         ..Limits::default()
@@ -124,7 +129,7 @@ async fn the_memory_limit_is_enforced() {
 
 #[tokio::test]
 async fn output_and_written_files_are_capped() {
-    let mut cfg = SandboxConfig::new(root("caps"));
+    let (_dir, mut cfg) = sandbox("caps");
     cfg.capture_bytes = 1000;
     cfg.limits = Limits {
         file_bytes: 1 << 20,
@@ -148,7 +153,7 @@ async fn output_and_written_files_are_capped() {
 
 #[tokio::test]
 async fn the_environment_holds_only_the_allow_list_and_the_tasks_own_variables() {
-    let cfg = SandboxConfig::new(root("env"));
+    let (_dir, cfg) = sandbox("env");
     let argv = argv(&["env"]);
     let env = [("MODEL_NAME".to_owned(), "llama-8b".to_owned())];
     let attempt = Attempt {
@@ -179,7 +184,7 @@ async fn the_environment_holds_only_the_allow_list_and_the_tasks_own_variables()
 
 #[tokio::test]
 async fn the_task_cannot_gain_privileges() {
-    let cfg = SandboxConfig::new(root("privs"));
+    let (_dir, cfg) = sandbox("privs");
     let done = sh(&cfg, "grep NoNewPrivs /proc/self/status", None).await;
     assert_eq!(
         text(&done.stdout).split_whitespace().collect::<Vec<_>>(),
@@ -189,7 +194,7 @@ async fn the_task_cannot_gain_privileges() {
 
 #[tokio::test]
 async fn a_task_without_a_command_or_with_an_unsafe_name_is_refused() {
-    let cfg = SandboxConfig::new(root("refused"));
+    let (_dir, cfg) = sandbox("refused");
     let none: Vec<String> = Vec::new();
     let attempt = Attempt {
         job: "ns/job",
