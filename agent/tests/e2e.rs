@@ -21,6 +21,7 @@ struct Setup {
     ns: String,
     endpoint: String,
     dir: PathBuf,
+    metrics: Arc<Metrics>,
     operator: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -43,12 +44,14 @@ async fn setup(test: &str) -> Setup {
             format!("file://{}/records", dir.display()),
         )
     };
-    let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
+    let metrics = Arc::new(Metrics::default());
+    let operator = tokio::spawn(run(client.clone(), config, metrics.clone()));
     Setup {
         jobs: Api::namespaced(client, &ns),
         ns,
         endpoint,
         dir,
+        metrics,
         operator,
     }
 }
@@ -307,6 +310,8 @@ async fn a_frozen_agents_late_report_for_an_attempt_already_retried_is_ignored()
     wait_until(&s, "late", running_attempt(2)).await;
     // Thawed while attempt 2 runs: w1 finds attempt 1 finished, stores its outputs and reports
     // it succeeded, too late.
+    let fenced = || s.metrics.ignored("stale_report") + s.metrics.ignored("unknown_job");
+    let fenced_before_thaw = fenced();
     signal(&w1, "-CONT");
     let mut w1 = w1;
     let job = wait_until(&s, "late", completed).await;
@@ -324,8 +329,15 @@ async fn a_frozen_agents_late_report_for_an_attempt_already_retried_is_ignored()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(read(&stale), "done-1\n");
-    // Give its report time to arrive, then check it changed nothing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait for the late report itself to reach the operator and be fenced off (a stale attempt,
+    // or an unknown job if the ended job was already forgotten), then check it changed nothing.
+    while fenced() == fenced_before_thaw {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the thawed agent's report for attempt 1 never reached the operator"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let job = s.jobs.get("late").await.unwrap();
     let status = job.status.clone().unwrap();
     let records = read(&file_of(status.records_uri.as_deref().unwrap()));

@@ -839,6 +839,10 @@ impl Driver {
                 }
                 Effect::Ignored(why) => {
                     tracing::debug!(?why, "ignored");
+                    self.metrics
+                        .ignored
+                        .get_or_create(&[("reason", why.reason())])
+                        .inc();
                 }
             }
         }

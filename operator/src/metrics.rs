@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Ready tasks waiting for a worker.
     pub queue_depth: Gauge,
     pub heartbeats: Counter,
+    /// Events the core ignored, by reason (`Ignored::reason`): `stale_report` counts reports for
+    /// an attempt that is not the task's current one, which fencing keeps from being committed.
+    pub ignored: Family<Label, Counter>,
     /// Writes to the API server, by kind (`job_status`, `job_spec`, `job_meta`, `worker_status`,
     /// `worker_create`, `event`).
     pub api_writes: Family<Label, Counter>,
@@ -45,6 +48,7 @@ impl Default for Metrics {
             assignments: Counter::default(),
             queue_depth: Gauge::default(),
             heartbeats: Counter::default(),
+            ignored: Family::default(),
             api_writes: Family::default(),
             jobs: Family::default(),
             workers: Family::default(),
@@ -81,6 +85,11 @@ impl Default for Metrics {
             m.heartbeats.clone(),
         );
         registry.register(
+            "ignored_events",
+            "Events the scheduling core ignored, by reason",
+            m.ignored.clone(),
+        );
+        registry.register(
             "api_writes",
             "Writes to the Kubernetes API, by kind",
             m.api_writes.clone(),
@@ -102,6 +111,11 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// How many events the core ignored for `reason`, for tests.
+    pub fn ignored(&self, reason: &'static str) -> u64 {
+        self.ignored.get_or_create(&[("reason", reason)]).get()
     }
 
     /// The value of a counter family member, for tests and benchmarks.

@@ -200,3 +200,18 @@ pub enum Ignored {
         name: String,
     },
 }
+
+impl Ignored {
+    /// A stable snake_case name for the variant, usable as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Ignored::DuplicateJob { .. } => "duplicate_job",
+            Ignored::UnknownJob { .. } => "unknown_job",
+            Ignored::UnknownTask { .. } => "unknown_task",
+            Ignored::UnknownWorker { .. } => "unknown_worker",
+            Ignored::StaleReport { .. } => "stale_report",
+            Ignored::UnknownPolicy { .. } => "unknown_policy",
+            Ignored::UnknownRoute { .. } => "unknown_route",
+        }
+    }
+}

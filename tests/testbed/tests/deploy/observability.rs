@@ -14,6 +14,7 @@ fn exported_metrics() -> BTreeMap<String, String> {
     for family in [
         &metrics.reconciles,
         &metrics.reconcile_errors,
+        &metrics.ignored,
         &metrics.api_writes,
     ] {
         family.get_or_create(&[("x", "y")]).inc();
