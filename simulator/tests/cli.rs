@@ -1,0 +1,49 @@
+//! The `splai-sim` binary as a user meets it: what it prints, where, and how it reports mistakes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `splai-sim` from the workspace root, so scenario paths read as they do in the docs.
+fn splai_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_splai-sim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("splai-sim runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_file_is_reported_once_with_its_path_by_every_command() {
+    let out = std::env::temp_dir().join("splai-sim-cli-never-written.yaml");
+    let out = out.to_str().unwrap();
+    let cases: [&[&str]; 6] = [
+        &["run", "no/such.yaml"],
+        &["compare", "no/such.yaml"],
+        &[
+            "regress",
+            "no/such.yaml",
+            "--baseline",
+            "scenarios/baseline.json",
+        ],
+        &[
+            "regress",
+            "scenarios/quickstart.yaml",
+            "--baseline",
+            "no/such.yaml",
+        ],
+        &["import", "alibaba-v2018", "no/such.yaml", "-o", out],
+        &["import", "alibaba-genai", "no/such.yaml", "-o", out],
+    ];
+    for args in cases {
+        let o = splai_sim(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("no/such.yaml"), "{args:?}: {err}");
+        assert_eq!(err.matches("(os error").count(), 1, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
