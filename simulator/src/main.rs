@@ -196,9 +196,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 result.execute()?
             };
             print!("{}", result.table());
-            if let Some(dir) = out {
-                result.write(&dir)?;
-                println!("wrote {}", dir.display());
+            match out {
+                Some(dir) => {
+                    result.write(&dir)?;
+                    println!("wrote {}", dir.display());
+                }
+                None => eprintln!(
+                    "no files written: add --out DIR for summary.json, the CSVs and the plots"
+                ),
             }
             let failures = result.check_failures();
             if failures.is_empty() {

@@ -12,6 +12,10 @@ fn splai_sim(args: &[&str]) -> Output {
         .expect("splai-sim runs")
 }
 
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -46,4 +50,31 @@ fn a_missing_file_is_reported_once_with_its_path_by_every_command() {
         assert_eq!(err.matches("(os error").count(), 1, "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn run_without_out_says_on_stderr_that_no_files_were_written_and_how_to_get_them() {
+    let o = splai_sim(&["run", "scenarios/quickstart.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("output digest"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("--out"), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "no files written: add --out DIR for summary.json, the CSVs and the plots\n"
+    );
+}
+
+#[test]
+fn run_with_out_writes_the_files_and_prints_no_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = splai_sim(&[
+        "run",
+        "scenarios/quickstart.yaml",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    assert!(stdout(&o).contains("wrote "), "{}", stdout(&o));
+    assert!(dir.path().join("summary.json").is_file());
 }
