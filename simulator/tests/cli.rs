@@ -78,3 +78,25 @@ fn run_with_out_writes_the_files_and_prints_no_note() {
     assert!(stdout(&o).contains("wrote "), "{}", stdout(&o));
     assert!(dir.path().join("summary.json").is_file());
 }
+
+#[test]
+fn run_help_describes_the_scenario_and_the_seed_and_lists_every_policy() {
+    let o = splai_sim(&["run", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    // In the long help a description follows each name on the next line.
+    let described = |name: &str| {
+        let mut lines = help.lines().skip_while(|l| !l.trim().starts_with(name));
+        lines.next().is_some() && lines.next().is_some_and(|l| !l.trim().is_empty())
+    };
+    assert!(described("<SCENARIO>"), "{help}");
+    assert!(described("--seed"), "{help}");
+    let names: Vec<&str> = splai_scheduler::Strategy::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    assert!(
+        help.contains(&format!("[possible values: {}]", names.join(", "))),
+        "{help}"
+    );
+}
