@@ -100,3 +100,38 @@ fn run_help_describes_the_scenario_and_the_seed_and_lists_every_policy() {
         "{help}"
     );
 }
+
+#[test]
+fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_keeps_every_column()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("compare.csv");
+    let o = splai_sim(&[
+        "compare",
+        "scenarios/quickstart.yaml",
+        "--seeds",
+        "1-2",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    for line in table.lines() {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("jobs done"), "{table}");
+    for p in splai_scheduler::Strategy::ALL {
+        let row = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(p.name()))
+            .unwrap_or_else(|| panic!("no row for {}: {table}", p.name()));
+        // Every quickstart job ends under every policy.
+        assert_eq!(row.split_whitespace().last(), Some("120"), "{table}");
+    }
+    let header = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        header.starts_with("policy,jct_mean_s,jct_p95_s,makespan_s,queue_wait_mean_s,utilization_mean,warm_cache_hit_rate,cold_starts,jobs_completed\n"),
+        "{header}"
+    );
+}
