@@ -28,6 +28,38 @@ const COLUMNS: [&str; 9] = [
     "jobs_completed",
 ];
 
+/// The columns `render` shows: header, metric, format.
+type Column = (&'static str, fn(&Summary) -> f64, Shown);
+
+const SHOWN: [Column; 6] = [
+    ("jct mean s", |s| s.jct_mean_s, Shown::Seconds(1)),
+    ("jct p95 s", |s| s.jct_p95_s, Shown::Seconds(1)),
+    ("makespan s", |s| s.makespan_s, Shown::Seconds(1)),
+    ("queue wait s", |s| s.queue_wait_mean_s, Shown::Seconds(2)),
+    ("warm hits", |s| s.warm_cache_hit_rate, Shown::Percent),
+    ("jobs done", |s| s.jobs_completed as f64, Shown::Count),
+];
+
+#[derive(Clone, Copy)]
+enum Shown {
+    /// With this many decimals.
+    Seconds(usize),
+    Percent,
+    /// A mean of counts: whole numbers as such, a fraction (seeds that differ) with one decimal.
+    Count,
+}
+
+impl Shown {
+    fn format(self, x: f64) -> String {
+        match self {
+            Shown::Seconds(decimals) => format!("{x:.decimals$}"),
+            Shown::Percent => format!("{:.1}%", x * 100.0),
+            Shown::Count if x.fract() == 0.0 => format!("{x:.0}"),
+            Shown::Count => format!("{x:.1}"),
+        }
+    }
+}
+
 fn mean(runs: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {
     if runs.is_empty() {
         0.0
@@ -50,28 +82,35 @@ impl Table {
         ]
     }
 
+    /// The table for a terminal, in under 100 columns: the metrics users weigh policies on
+    /// (those the quality gate watches). The CSV has every column.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<14}{}",
-            COLUMNS[0],
-            COLUMNS[1..]
-                .iter()
-                .map(|c| format!("{c:>21}"))
-                .collect::<String>()
-        );
+        let mut cells = vec![
+            std::iter::once("policy")
+                .chain(SHOWN.iter().map(|c| c.0))
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        ];
         for (p, runs) in &self.rows {
-            let v = Self::values(runs);
-            let _ = writeln!(
-                out,
-                "{:<14}{}",
-                p.name(),
-                v.iter().map(|x| format!("{x:>21.3}")).collect::<String>()
-            );
+            let row = SHOWN
+                .iter()
+                .map(|&(_, metric, shown)| shown.format(mean(runs, metric)));
+            cells.push(std::iter::once(p.name().to_string()).chain(row).collect());
+        }
+        let widths: Vec<usize> = (0..=SHOWN.len())
+            .map(|c| cells.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in &cells {
+            let _ = write!(out, "{:<w$}", row[0], w = widths[0]);
+            for (cell, w) in row.iter().zip(&widths).skip(1) {
+                let _ = write!(out, "  {cell:>w$}");
+            }
+            out.push('\n');
         }
         let seeds = self.rows.first().map_or(0, |r| r.1.len());
-        let _ = writeln!(out, "(means over {seeds} seeds)");
+        let plural = if seeds == 1 { "" } else { "s" };
+        let _ = writeln!(out, "(means over {seeds} seed{plural})");
         out
     }
 
@@ -184,4 +223,17 @@ pub fn sweep(
         runs: seeds.len() as u64,
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+
+    #[test]
+    fn a_mean_count_shows_as_a_whole_number_unless_the_seeds_differ() {
+        assert_eq!(Shown::Count.format(120.0), "120");
+        assert_eq!(Shown::Count.format(209.0 / 3.0), "69.7");
+        assert_eq!(Shown::Percent.format(0.9234), "92.3%");
+        assert_eq!(Shown::Seconds(2).format(0.017), "0.02");
+    }
 }

@@ -21,6 +21,7 @@ use splai_scheduler::api::AttemptRef;
 use splai_scheduler::{Effect, Event, Scheduler, Strategy};
 
 use crate::control::Control;
+use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::scenario::{FaultKind, Scenario};
 use crate::worker::{self, AttemptSetup, Busy, SimWorker, TaskFailures};
@@ -280,7 +281,7 @@ impl<'a> Des<'a> {
                 finished_at = Some(at);
             }
         }
-        progress.done();
+        drop(progress);
         self.now = finished_at.unwrap_or(horizon);
         self.sample();
         let end = self.now;
@@ -625,63 +626,5 @@ impl<'a> Des<'a> {
             .iter()
             .fold(Busy::default(), |b, a| b.plus(Busy::of(&a.sim)));
         self.ctl.sample(self.now, busy);
-    }
-}
-
-/// A progress line on standard error for long runs: simulated time and jobs ended. It writes
-/// nothing for runs that finish within two seconds, and never touches the outputs.
-struct Progress {
-    on: bool,
-    started: std::time::Instant,
-    last: std::time::Instant,
-    events: u64,
-    shown: bool,
-}
-
-impl Progress {
-    fn new(on: bool) -> Self {
-        let now = std::time::Instant::now();
-        Progress {
-            on,
-            started: now,
-            last: now,
-            events: 0,
-            shown: false,
-        }
-    }
-
-    fn tick(&mut self, at_ms: u64, horizon_ms: u64, ended: usize, jobs: usize) {
-        self.events += 1;
-        if !self.on || !self.events.is_multiple_of(4096) {
-            return;
-        }
-        let now = std::time::Instant::now();
-        if now.duration_since(self.started).as_secs() < 2
-            || now.duration_since(self.last).as_millis() < 500
-        {
-            return;
-        }
-        self.last = now;
-        self.shown = true;
-        let done = if jobs == 0 {
-            0.0
-        } else {
-            ended as f64 / jobs as f64
-        };
-        let width = 30;
-        let filled = ((done * width as f64) as usize).min(width);
-        eprint!(
-            "\r[{}{}] {ended}/{jobs} jobs ended, simulated {:.0} s of at most {:.0} s ",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            at_ms as f64 / 1000.0,
-            horizon_ms as f64 / 1000.0
-        );
-    }
-
-    fn done(&self) {
-        if self.shown {
-            eprintln!();
-        }
     }
 }

@@ -13,6 +13,7 @@ pub mod control;
 pub mod des;
 pub mod import;
 pub mod output;
+mod progress;
 pub mod record;
 pub mod regress;
 pub mod scenario;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use splai_scheduler::Strategy;
 use splai_sim::{Engine, Run, scenario::Scenario};
@@ -23,15 +24,19 @@ struct Cli {
 enum Command {
     /// Run one scenario and print its summary.
     Run {
+        /// The scenario file, such as scenarios/quickstart.yaml.
         scenario: PathBuf,
+        /// The seed of every random draw in the run [default: the scenario's `seed`].
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, default_value = "splai")]
+        /// The scheduling policy: the full SPLAI scheduler or one of the baselines.
+        #[arg(long, default_value = Strategy::Splai.name(), value_parser = policy())]
         policy: Strategy,
+        /// The simulation engine.
         #[arg(long, default_value = "des")]
         engine: Engine,
         /// Write summary.json, CSVs and plots here.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Check the core's invariants after every event.
         #[arg(long)]
@@ -39,31 +44,39 @@ enum Command {
     },
     /// Run several policies over a range of seeds and print the means side by side.
     Compare {
+        /// The scenario file, such as scenarios/quickstart.yaml.
         scenario: PathBuf,
-        /// Comma-separated, e.g. splai,least-loaded,random
+        /// The policies to compare, comma-separated [default: all of them].
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "splai,least-loaded,round-robin,random,first-fit"
+            default_values = Strategy::ALL.map(Strategy::name),
+            hide_default_value = true,
+            value_parser = policy()
         )]
         policies: Vec<Strategy>,
-        /// A range such as 1-10
+        /// The seeds to run each policy with: a range such as 1-10, or one seed.
         #[arg(long, default_value = "1-5")]
         seeds: SeedRange,
+        /// The simulation engine.
         #[arg(long, default_value = "des")]
         engine: Engine,
-        /// Also write the table as CSV here.
-        #[arg(long)]
+        /// Also write the table, with every column, as CSV here.
+        #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
     /// Run many seeds in parallel, checking invariants after every step; exits non-zero and
     /// prints the command that reproduces the first failure.
     Sweep {
+        /// The scenario file, such as scenarios/partition.yaml.
         scenario: PathBuf,
+        /// The seeds to run: a range such as 1-100, or one seed.
         #[arg(long, default_value = "1-100")]
         seeds: SeedRange,
-        #[arg(long, default_value = "splai")]
+        /// The scheduling policy.
+        #[arg(long, default_value = Strategy::Splai.name(), value_parser = policy())]
         policy: Strategy,
+        /// The simulation engine.
         #[arg(long, default_value = "des")]
         engine: Engine,
         /// Worker threads; defaults to the number of cores.
@@ -72,8 +85,11 @@ enum Command {
     },
     /// Compare quality metrics with a committed baseline; exits non-zero on a regression.
     Regress {
+        /// Scenario files, named as the baseline names them (scenarios/*.yaml from the
+        /// workspace root).
         scenarios: Vec<PathBuf>,
-        #[arg(long)]
+        /// The baseline file, such as scenarios/baseline.json.
+        #[arg(long, value_name = "FILE")]
         baseline: PathBuf,
         /// Write the current metrics as the new baseline instead of comparing.
         #[arg(long)]
@@ -86,15 +102,25 @@ enum Command {
     Schema,
     /// Show every decision about one task: the terms of its score and its runner-up, or why it waited.
     Explain {
+        /// The scenario file, such as scenarios/quickstart.yaml.
         scenario: PathBuf,
         /// JOB/TASK, e.g. rag-3/summarize-2
         #[arg(long)]
         task: String,
+        /// The seed of the run [default: the scenario's `seed`].
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, default_value = "splai")]
+        /// The scheduling policy.
+        #[arg(long, default_value = Strategy::Splai.name(), value_parser = policy())]
         policy: Strategy,
     },
+}
+
+/// Parses `--policy` names as the core's `Strategy` does, and makes the help list them: the
+/// names come from `Strategy::ALL`, so the list cannot fall behind the core.
+fn policy() -> impl TypedValueParser<Value = Strategy> {
+    PossibleValuesParser::new(Strategy::ALL.map(Strategy::name))
+        .map(|name| name.parse().expect("every name in Strategy::ALL parses"))
 }
 
 #[derive(Subcommand)]
@@ -102,7 +128,9 @@ enum Import {
     /// cluster-trace-v2018 batch DAG jobs (batch_task.csv).
     #[command(name = "alibaba-v2018")]
     V2018 {
+        /// The trace's batch_task.csv (no header row).
         batch_task_csv: PathBuf,
+        /// The scenario file to write.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
         /// cluster-trace-gpu-v2023 node list to take CPU-only workers from (evenly through the
@@ -128,19 +156,25 @@ enum Import {
     /// cluster-trace-v2026-GenAI requests (lora_request_trace.csv).
     #[command(name = "alibaba-genai")]
     Genai {
+        /// The trace's lora_request_trace.csv (with its header row).
         lora_trace_csv: PathBuf,
+        /// The scenario file to write.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
-        /// cluster-trace-gpu-v2023 node list to take GPU workers from.
+        /// cluster-trace-gpu-v2023 node list to take GPU workers from; without it, nodes of one
+        /// GPU.
         #[arg(long)]
         fleet: Option<PathBuf>,
-        /// basemodel_update_latency csv: measured model load times.
+        /// basemodel_update_latency csv: measured model load times; without it, a fixed time.
         #[arg(long)]
         cold_start: Option<PathBuf>,
+        /// GPU nodes in the fleet (the first ones of the --fleet list).
         #[arg(long, default_value_t = 16)]
         workers: u32,
+        /// Keep the first K requests by arrival (one job each).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Offered GPU load, counting run time only, averaged over the whole arrival span.
         #[arg(long, default_value_t = 0.7)]
         load: f64,
     },
@@ -196,9 +230,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 result.execute()?
             };
             print!("{}", result.table());
-            if let Some(dir) = out {
-                result.write(&dir)?;
-                println!("wrote {}", dir.display());
+            match out {
+                Some(dir) => {
+                    result.write(&dir)?;
+                    println!("wrote {}", dir.display());
+                }
+                None => eprintln!(
+                    "no files written: add --out DIR for summary.json, the CSVs and the plots"
+                ),
             }
             let failures = result.check_failures();
             if failures.is_empty() {
@@ -422,4 +461,38 @@ fn bail_code(code: u8) -> Result<ExitCode> {
         bail!("unreachable");
     }
     Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn args_without_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                out.push(format!("{path} {}", sub.get_name()));
+            }
+            args_without_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut missing = Vec::new();
+        args_without_help(&Cli::command(), "splai-sim", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+    }
 }

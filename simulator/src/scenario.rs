@@ -269,11 +269,10 @@ impl Default for Checks {
 /// A scenario file that could not be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message and not also a `source`, so an error chain printed
+    /// in full (anyhow's `{:#}`) shows it once.
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
     #[error("{file}:{line}:{column}: {field}: {message}")]
     Parse {
         file: String,
@@ -293,9 +292,9 @@ pub enum ScenarioError {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
             file: file.clone(),
-            source,
+            error,
         })?;
         Scenario::parse(&file, &text)
     }

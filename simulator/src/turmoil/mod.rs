@@ -51,6 +51,7 @@ use self::faults::{Faults, timeline};
 use self::hosts::{hosts, start_agents};
 use crate::control::Control;
 use crate::des::{EPOCH_MS, RunOptions};
+use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::scenario::Scenario;
 use crate::worker::{self, SimWorker};
@@ -87,7 +88,8 @@ impl<'a> TurmoilEngine<'a> {
         let by_name = worker::index(&fleet);
         let names: Vec<String> = fleet.iter().map(|w| w.name.clone()).collect();
         let hosts = hosts(sc, &by_name, &names);
-        let control = Control::new(sc, &self.opts, names, arrivals.len());
+        let jobs = arrivals.len();
+        let control = Control::new(sc, &self.opts, names, jobs);
         let world = Arc::new(World {
             sc: sc.clone(),
             seed,
@@ -147,6 +149,7 @@ impl<'a> TurmoilEngine<'a> {
         // Each tick runs the millisecond `now` on the agents' hosts and the one before it on the
         // control plane, which handles a millisecond once it is over.
         let mut now = 0;
+        let mut progress = Progress::new(self.opts.progress);
         let end = loop {
             if let Some(end) = ended_at.get() {
                 break end;
@@ -160,10 +163,12 @@ impl<'a> TurmoilEngine<'a> {
                 faults.apply(&mut sim, i, on, now);
                 next_fault += 1;
             }
+            progress.tick(now, horizon_ms, control.borrow().jobs_ended(), jobs);
             sim.step()
                 .map_err(|e| anyhow!("the turmoil simulation failed at {now} ms: {e}"))?;
             now += 1;
         };
+        drop(progress);
         // The hosts' software holds the other references to the control state.
         drop(sim);
         let control = Rc::try_unwrap(control)
