@@ -830,9 +830,16 @@ impl Driver {
                         });
                     }
                 }
-                Effect::Cancel { job, .. }
-                | Effect::Requeue { job, .. }
-                | Effect::Pending { job, .. } => {
+                Effect::Cancel { job, reason, .. } => {
+                    self.metrics
+                        .cancels
+                        .get_or_create(&[("reason", reason.label())])
+                        .inc();
+                    if let Some(e) = self.jobs.get_mut(&*job) {
+                        e.status_dirty = true;
+                    }
+                }
+                Effect::Requeue { job, .. } | Effect::Pending { job, .. } => {
                     if let Some(e) = self.jobs.get_mut(&*job) {
                         e.status_dirty = true;
                     }

@@ -26,6 +26,9 @@ pub struct Metrics {
     /// Events the core ignored, by reason (`Ignored::reason`): `stale_report` counts reports for
     /// an attempt that is not the task's current one, which fencing keeps from being committed.
     pub ignored: Family<Label, Counter>,
+    /// Cancels sent to agents, by reason (`CancelReason::label`): `orphaned` is an attempt an
+    /// agent still runs that is no longer current (it was retried elsewhere, or its job ended).
+    pub cancels: Family<Label, Counter>,
     /// Writes to the API server, by kind (`job_status`, `job_spec`, `job_meta`, `worker_status`,
     /// `worker_create`, `event`).
     pub api_writes: Family<Label, Counter>,
@@ -49,6 +52,7 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             heartbeats: Counter::default(),
             ignored: Family::default(),
+            cancels: Family::default(),
             api_writes: Family::default(),
             jobs: Family::default(),
             workers: Family::default(),
@@ -90,6 +94,11 @@ impl Default for Metrics {
             m.ignored.clone(),
         );
         registry.register(
+            "cancels",
+            "Cancels sent to agents, by reason",
+            m.cancels.clone(),
+        );
+        registry.register(
             "api_writes",
             "Writes to the Kubernetes API, by kind",
             m.api_writes.clone(),
@@ -116,6 +125,11 @@ impl Metrics {
     /// How many events the core ignored for `reason`, for tests.
     pub fn ignored(&self, reason: &'static str) -> u64 {
         self.ignored.get_or_create(&[("reason", reason)]).get()
+    }
+
+    /// How many cancels went to agents for `reason`, for tests.
+    pub fn cancels(&self, reason: &'static str) -> u64 {
+        self.cancels.get_or_create(&[("reason", reason)]).get()
     }
 
     /// The value of a counter family member, for tests and benchmarks.

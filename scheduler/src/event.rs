@@ -170,6 +170,18 @@ pub enum CancelReason {
     Orphaned,
 }
 
+impl CancelReason {
+    /// A stable snake_case name, usable as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CancelReason::JobCanceled => "job_canceled",
+            CancelReason::JobTimedOut => "job_timed_out",
+            CancelReason::TaskTimedOut => "task_timed_out",
+            CancelReason::Orphaned => "orphaned",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "why")]
 pub enum Ignored {

@@ -15,6 +15,7 @@ fn exported_metrics() -> BTreeMap<String, String> {
         &metrics.reconciles,
         &metrics.reconcile_errors,
         &metrics.ignored,
+        &metrics.cancels,
         &metrics.api_writes,
     ] {
         family.get_or_create(&[("x", "y")]).inc();
