@@ -81,6 +81,15 @@ if ! cached; then
     [ "$code" -gt 128 ] && die "$server died on signal $((code - 128)) ($(kill -l $((code - 128)) 2>/dev/null)) at --version; the build used an instruction this CPU lacks? output: $out"
     die "$server --version failed ($code): $out"
   fi
+  # Check that the flags took: no AVX (ymm), AVX-512 (zmm) or AMX (tile) instruction in ggml's
+  # CPU backend, whatever this machine's CPU would have allowed.
+  if [ "$(uname -m)" = x86_64 ] && command -v objdump >/dev/null; then
+    for lib in "$(dirname "$server")"/libggml-cpu*.so; do
+      [ -L "$lib" ] && continue
+      wide=$(objdump -d --no-show-raw-insn "$lib" | grep -cE '%[yz]mm|tilezero|ldtilecfg|tdpb') || true
+      [ "$wide" -eq 0 ] || die "$lib has $wide AVX/AVX-512/AMX instructions: the build is not portable"
+    done
+  fi
   touch "$STAMP"
   log "installed: $(echo "$out" | grep -m1 -i version)"
 fi
