@@ -84,7 +84,7 @@ if ! cached; then
   # Check that the flags took: no AVX (ymm), AVX-512 (zmm) or AMX (tile) instruction in ggml's
   # CPU backend, whatever this machine's CPU would have allowed.
   if [ "$(uname -m)" = x86_64 ] && command -v objdump >/dev/null; then
-    for lib in "$(dirname "$server")"/libggml-cpu*.so; do
+    for lib in "$(dirname "$server")"/libggml-cpu*.so*; do
       [ -L "$lib" ] && continue
       wide=$(objdump -d --no-show-raw-insn "$lib" | grep -cE '%[yz]mm|tilezero|ldtilecfg|tdpb') || true
       [ "$wide" -eq 0 ] || die "$lib has $wide AVX/AVX-512/AMX instructions: the build is not portable"
