@@ -58,8 +58,9 @@ pub struct SPLAIJobStatus {
     /// Ready tasks left out of `tasks` to keep the status small.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tasks_not_shown: u32,
-    /// Every attempt of every task (worker, times, outcome, error, artifact, trace), as JSON
-    /// lines; written when the job ends.
+    /// Every attempt of every task (worker, times, outcome, error, artifact, trace, and the
+    /// decision that placed it: score terms, runner-up, why it waited), as JSON lines; written
+    /// when the job ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -50,11 +50,11 @@ fn phase_of(letter: char) -> Option<TaskPhase> {
     })
 }
 
-/// The stored form of the core's status. `scores` holds the explanation of each task's current
+/// The stored form of the core's status. `score` gives the explanation of a task's current
 /// assignment, by task id.
 pub fn compact(
     mut full: JobStatus,
-    scores: &HashMap<String, String>,
+    score: impl Fn(&str) -> Option<String>,
     generation: Option<i64>,
 ) -> SPLAIJobStatus {
     let phases: String = full.tasks.iter().map(|t| letter(t.phase)).collect();
@@ -83,7 +83,7 @@ pub fn compact(
                 TaskPhase::Waiting | TaskPhase::Succeeded | TaskPhase::Skipped => false,
             };
             if matches!(t.phase, TaskPhase::Assigned | TaskPhase::Running) {
-                t.score = scores.get(&t.id).cloned();
+                t.score = score(&t.id);
             }
             keep.then_some(t)
         })
@@ -227,7 +227,7 @@ mod tests {
         full.tasks[4].phase = TaskPhase::Running;
         full.tasks[4].worker = Some("w1".into());
         let scores = HashMap::from([("t4".to_owned(), "splai chose w1".to_owned())]);
-        let stored = compact(full, &scores, Some(1));
+        let stored = compact(full, |t| scores.get(t).cloned(), Some(1));
         let phases = stored.task_phases.as_deref().unwrap();
         assert_eq!(phases.len(), 5000);
         assert!(phases.starts_with("SRWKX"));
@@ -250,7 +250,7 @@ mod tests {
             ..JobStatus::default()
         };
         full.tasks[1].worker = Some("w2".into());
-        let stored = compact(full, &HashMap::new(), None);
+        let stored = compact(full, |_| None, None);
         let record = ExecutionRecord {
             job: "ns/j".into(),
             task: "t0".into(),
@@ -302,7 +302,7 @@ mod tests {
             ..JobStatus::default()
         };
         full.tasks[1].attempt = 0;
-        let stored = compact(full, &HashMap::new(), None);
+        let stored = compact(full, |_| None, None);
         let records = [
             record("t0", 1, Outcome::Succeeded),
             record("t1", 1, Outcome::Succeeded),
@@ -321,7 +321,7 @@ mod tests {
             tasks: vec![task(0, TaskPhase::Running), task(1, TaskPhase::Running)],
             ..JobStatus::default()
         };
-        let stored = compact(full, &HashMap::new(), None);
+        let stored = compact(full, |_| None, None);
         let mut spec = spec(2);
         spec.tasks[1].retry.limit = 0;
         let records = [
