@@ -20,6 +20,7 @@ pub struct SubmitRequest {
 pub struct JobView {
     pub name: String,
     pub tenant: String,
+    /// The job's W3C trace ID: the caller's, or the one the operator derives from the job's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,11 +32,13 @@ impl From<&SPLAIJob> for JobView {
         JobView {
             name: job.metadata.name.clone().unwrap_or_default(),
             tenant: job.spec.0.tenant.clone(),
+            // What the operator annotates the job with, worked out the same way, so it is known
+            // from the moment the job is created.
             trace_id: job
                 .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("splai.io/trace-id").cloned()),
+                .uid
+                .is_some()
+                .then(|| splai_operator::driver::trace_id_of(job)),
             status: job.status.clone(),
         }
     }

@@ -208,6 +208,34 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
     assert_eq!(body.error.code, "too_large");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_job_shows_at_once_the_trace_id_the_operator_derives_from_its_uid() {
+    let (client, ns) = splai_testbed::namespace("gw-trace").await.unwrap();
+    install_crds(&client).await;
+    let base = gateway(&client, &ns, "nobody").await;
+    let created = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_A)
+        .json(&job("traced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let view: JobView = created.json().await.unwrap();
+    // No operator runs here: the ID is the gateway's own derivation, which must be the
+    // operator's (its uid's hex digits).
+    let stored: splai_operator::SPLAIJob = kube::Api::namespaced(client.clone(), &ns)
+        .get("traced")
+        .await
+        .unwrap();
+    let uid_hex: String = stored.metadata.uid.clone().unwrap().replace('-', "");
+    assert_eq!(view.trace_id.as_deref(), Some(uid_hex.as_str()));
+    assert_eq!(
+        view.trace_id.as_deref(),
+        Some(splai_operator::driver::trace_id_of(&stored).as_str())
+    );
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let doc: Value = serde_json::from_str(splai_gateway::openapi::DOCUMENT).unwrap();
@@ -332,7 +360,17 @@ spec:
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("submitted word-count"), "{stdout}");
+    // Submitted once, with the trace ID the operator then annotates the job with.
+    assert_eq!(stdout.matches("submitted").count(), 1, "{stdout}");
+    let trace = stdout
+        .split_once("submitted word-count (trace ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(trace, _)| trace.to_owned())
+        .unwrap_or_else(|| panic!("no trace ID: {stdout}"));
+    let jobs: kube::Api<splai_operator::SPLAIJob> = kube::Api::namespaced(client.clone(), &ns);
+    let done = jobs.get("word-count").await.unwrap();
+    let annotations = done.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("splai.io/trace-id"), Some(&trace));
     assert!(stdout.contains("Completed: 2/2 succeeded"), "{stdout}");
     let result = format!(
         "result: file://{}/artifacts/jobs/{ns}/word-count/count/1/",

@@ -288,7 +288,7 @@ fn read_request(file: &PathBuf) -> Result<(String, Value)> {
 
 fn progress(view: &JobView) -> String {
     let Some(s) = &view.status else {
-        return "submitted".into();
+        return "waiting for the operator to pick it up".into();
     };
     let p = &s.job.progress;
     format!(
@@ -378,7 +378,10 @@ async fn main() -> Result<()> {
                 let started = Instant::now();
                 let last = backend
                     .watch(&view.name, |v| {
-                        println!("{:>6.1}s  {}", started.elapsed().as_secs_f64(), progress(v));
+                        // The job as submitted was just announced: say nothing until it changes.
+                        if v.status.is_some() {
+                            println!("{:>6.1}s  {}", started.elapsed().as_secs_f64(), progress(v));
+                        }
                     })
                     .await?;
                 for line in result_lines(&last) {
