@@ -67,6 +67,27 @@ pub struct Artifacts {
     pub records: Option<String>,
 }
 
+/// The message for a job name already taken in the namespace. `own` says whether the job
+/// there is the caller's, which only then may delete it.
+pub fn name_taken(name: &str, namespace: &str, own: bool, deleting: bool) -> String {
+    if deleting {
+        format!(
+            "job `{name}` in namespace `{namespace}` is still being deleted (its running tasks are \
+             being stopped); submit again in a moment, or change metadata.name"
+        )
+    } else if own {
+        format!(
+            "job `{name}` already exists in namespace `{namespace}`; delete it with \
+             `splai delete {name}` or change metadata.name"
+        )
+    } else {
+        format!(
+            "the name `{name}` is taken in namespace `{namespace}` by a job you cannot see; \
+             change metadata.name"
+        )
+    }
+}
+
 /// Every error, in one shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

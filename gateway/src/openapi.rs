@@ -4,7 +4,7 @@
 pub const DOCUMENT: &str = r##"{
   "openapi": "3.1.0",
   "info": {"title": "SPLAI gateway", "version": "v1",
-           "description": "Submit, read, watch and cancel SPLAI jobs. Every request needs `Authorization: Bearer TOKEN`; the token names a tenant, and a tenant sees only its own jobs."},
+           "description": "Submit, read, watch, cancel and delete SPLAI jobs. Every request needs `Authorization: Bearer TOKEN`; the token names a tenant, and a tenant sees only its own jobs."},
   "components": {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     "schemas": {
@@ -29,7 +29,9 @@ pub const DOCUMENT: &str = r##"{
                                                              "application/yaml": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}},
                "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobView"}}}},
                              "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
-                             "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"},
+                             "403": {"$ref": "#/components/responses/Error"},
+                             "409": {"description": "The name is taken in the tenant's namespace; the message says whether the job there is yours to delete",
+                                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                              "413": {"$ref": "#/components/responses/Error"}}},
       "get": {"summary": "List the tenant's jobs",
               "responses": {"200": {"description": "The jobs", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobView"}}}}},
@@ -38,7 +40,11 @@ pub const DOCUMENT: &str = r##"{
     "/v1/jobs/{name}": {
       "get": {"summary": "Get a job", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
               "responses": {"200": {"description": "The job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobView"}}}},
-                            "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}
+                            "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"summary": "Delete a job: the operator stops its running tasks, then the job is gone and its name free",
+                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                 "responses": {"202": {"description": "Deletion requested; the job as it is now", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobView"}}}},
+                               "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/jobs/{name}/cancel": {
       "post": {"summary": "Cancel a job: its running tasks are stopped", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],

@@ -1,7 +1,7 @@
 //! The HTTP API (axum). Every request carries a bearer token; the token names a tenant, and the
 //! tenant a namespace. The gateway only ever reads and writes jobs in that namespace that carry
-//! the tenant's label, so a tenant can neither see nor cancel another's jobs: to it they do not
-//! exist (404).
+//! the tenant's label, so a tenant can neither see, cancel nor delete another's jobs: to it they
+//! do not exist (404).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use splai_operator::driver::TRACE_ANNOTATION;
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use tracing::Instrument;
 
-use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest};
+use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest, name_taken};
 
 /// The label that ties a job to its tenant.
 pub const TENANT_LABEL: &str = "splai.io/tenant";
@@ -213,7 +213,7 @@ pub async fn serve(
 pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{name}", get(get_job))
+        .route("/v1/jobs/{name}", get(get_job).delete(delete_job))
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/watch", get(watch))
         .route("/v1/jobs/{name}/artifacts", get(artifacts))
@@ -329,11 +329,29 @@ async fn submit(
             .get_or_insert_with(Default::default)
             .insert(TRACE_ANNOTATION.to_owned(), id);
     }
-    let created = caller
+    let created = match caller
         .jobs(&gw)
         .create(&PostParams::default(), &job)
         .instrument(span)
-        .await?;
+        .await
+    {
+        Ok(created) => created,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = caller.jobs(&gw).get_opt(&request.name).await?;
+            let own = existing.as_ref().is_some_and(|j| caller.owns(j));
+            let deleting = own
+                && existing
+                    .as_ref()
+                    .is_some_and(|j| j.metadata.deletion_timestamp.is_some());
+            let namespace = &caller.0.namespace;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                name_taken(&request.name, namespace, own, deleting),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((StatusCode::CREATED, Json(JobView::from(&created))))
 }
 
@@ -366,6 +384,37 @@ async fn cancel(
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
+}
+
+/// Deletes a job. The operator's finalizer stops its running tasks first; the job is gone once
+/// they are. Only the object the caller owns is deleted: the precondition on its uid keeps a job
+/// created again under the same name meanwhile (by anyone) from going instead.
+async fn delete_job(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = caller.job(&gw, &name).await?;
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: job.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let deleted = match caller.jobs(&gw).delete(&name, &params).await {
+        Ok(deleted) => deleted,
+        // Gone meanwhile, or replaced by another object of that name: not the caller's job.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            return Err(ApiError::not_found(&name));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The object as it is now (deleting, while the finalizer runs), or as it was when gone.
+    let view = deleted
+        .left()
+        .map_or_else(|| JobView::from(&job), |j| JobView::from(&j));
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 async fn artifacts(

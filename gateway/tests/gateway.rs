@@ -1,6 +1,6 @@
-//! The gateway against the real API server: tenant isolation, authentication, bad requests, the
-//! OpenAPI document, and the whole flow from the `splai` CLI through the gateway and the operator
-//! to real `splai-worker` processes.
+//! The gateway against the real API server: tenant isolation, authentication, bad requests, taken
+//! names, deletion, trace IDs, the OpenAPI document, and the whole flow from the `splai` CLI
+//! through the gateway and the operator to real `splai-worker` processes.
 
 mod common;
 
@@ -21,16 +21,24 @@ async fn install_crds(client: &Client) {
 
 const TOKEN_A: &str = "token-of-tenant-a-0123456789";
 const TOKEN_B: &str = "token-of-tenant-b-0123456789";
+const TOKEN_C: &str = "token-of-tenant-c-0123456789";
 
 /// A gateway for tenants `a` (namespace `ns_a`) and `b` (`ns_b`); its base URL.
 async fn gateway(client: &Client, ns_a: &str, ns_b: &str) -> String {
-    let tokens = Tokens::parse(&format!(
-        "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: {ns_a}}}\n- {{token: {TOKEN_B}, tenant: b, namespace: {ns_b}}}\n"
-    ))
-    .unwrap();
+    gateway_for(client, &[("a", TOKEN_A, ns_a), ("b", TOKEN_B, ns_b)]).await
+}
+
+/// A gateway for `(tenant, token, namespace)`s; its base URL.
+async fn gateway_for(client: &Client, tenants: &[(&str, &str, &str)]) -> String {
+    let mut yaml = String::from("tenants:\n");
+    for (tenant, token, ns) in tenants {
+        yaml.push_str(&format!(
+            "- {{token: {token}, tenant: {tenant}, namespace: {ns}}}\n"
+        ));
+    }
     let app = router(Gateway {
         client: client.clone(),
-        tokens: Arc::new(tokens),
+        tokens: Arc::new(Tokens::parse(&yaml).unwrap()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -87,10 +95,11 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 
-    // Tenant b can neither see, list nor cancel tenant a's job.
+    // Tenant b can neither see, list, cancel nor delete tenant a's job.
     for (method, path) in [
         ("GET", "/v1/jobs/secret-plan"),
         ("POST", "/v1/jobs/secret-plan/cancel"),
+        ("DELETE", "/v1/jobs/secret-plan"),
         ("GET", "/v1/jobs/secret-plan/artifacts"),
         ("GET", "/v1/jobs/secret-plan/watch"),
     ] {
@@ -174,7 +183,7 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         error_of(bad(job("Bad_Name").to_string().into_bytes()).await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.error.message.contains("is not valid"), "{body:?}");
-    // A name already taken is the API server's conflict, passed on.
+    // A name already taken is a conflict (see also the test of taken names).
     let (status, body) = error_of(
         bad(job("secret-plan").to_string().into_bytes())
             .await
@@ -209,10 +218,123 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deletes_its_own_job_but_never_another_tenants() {
+    let (client, ns_a) = splai_testbed::namespace("gw-del-a").await.unwrap();
+    let (_, ns_b) = splai_testbed::namespace("gw-del-b").await.unwrap();
+    install_crds(&client).await;
+    let base = gateway(&client, &ns_a, &ns_b).await;
+    let http = reqwest::Client::new();
+    let submit = |token: &'static str, name: &str| {
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(token)
+            .json(&job(name))
+            .send()
+    };
+    assert_eq!(
+        submit(TOKEN_A, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // Tenant b's own job of the same name lives in its namespace, untouched by a's delete.
+    assert_eq!(
+        submit(TOKEN_B, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let delete = |token: &'static str| {
+        http.delete(format!("{base}/v1/jobs/mine"))
+            .bearer_auth(token)
+            .send()
+    };
+    let get = |token: &'static str| {
+        http.get(format!("{base}/v1/jobs/mine"))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // b deletes its own; a's is still there.
+    let deleted = delete(TOKEN_B).await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let view: JobView = deleted.json().await.unwrap();
+    assert_eq!((view.name.as_str(), view.tenant.as_str()), ("mine", "b"));
+    let (status, body) = error_of(get(TOKEN_B).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
+    assert_eq!(get(TOKEN_A).await.unwrap().status(), StatusCode::OK);
+
+    // A job in a's namespace without a's label is not a's: a cannot delete it.
+    let jobs: kube::Api<splai_operator::SPLAIJob> = kube::Api::namespaced(client.clone(), &ns_a);
+    let mut spec = job("x")["spec"].clone();
+    spec["tenant"] = json!("someone-else");
+    let foreign = splai_operator::SPLAIJob::new(
+        "foreign",
+        splai_operator::SPLAIJobSpec(serde_json::from_value(spec).unwrap()),
+    );
+    jobs.create(&kube::api::PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let (status, body) = error_of(
+        http.delete(format!("{base}/v1/jobs/foreign"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body.error.code, "not_found");
+    assert!(jobs.get_opt("foreign").await.unwrap().is_some());
+
+    // a deletes its own: gone, and its name is free again.
+    assert_eq!(
+        delete(TOKEN_A).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(get(TOKEN_A).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert!(jobs.get_opt("mine").await.unwrap().is_none());
+    let (status, _) = error_of(delete(TOKEN_A).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        submit(TOKEN_A, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_a_taken_name_says_whose_it_is_and_how_to_free_it() {
+    let (client, ns) = splai_testbed::namespace("gw-taken").await.unwrap();
+    install_crds(&client).await;
+    // Two tenants that share one namespace.
+    let base = gateway_for(&client, &[("a", TOKEN_A, &ns), ("c", TOKEN_C, &ns)]).await;
+    let http = reqwest::Client::new();
+    let submit = |token: &'static str| {
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(token)
+            .json(&job("hello"))
+            .send()
+    };
+    assert_eq!(submit(TOKEN_A).await.unwrap().status(), StatusCode::CREATED);
+    let (status, body) = error_of(submit(TOKEN_A).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body.error.code, "conflict");
+    assert_eq!(
+        body.error.message,
+        format!(
+            "job `hello` already exists in namespace `{ns}`; delete it with `splai delete hello` or change metadata.name"
+        )
+    );
+    // The other tenant learns only that the name is taken, not whose job it is.
+    let (status, body) = error_of(submit(TOKEN_C).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body.error.message.contains("by a job you cannot see"),
+        "{body:?}"
+    );
+    assert!(!body.error.message.contains("splai delete"), "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitted_job_shows_at_once_the_trace_id_the_operator_derives_from_its_uid() {
     let (client, ns) = splai_testbed::namespace("gw-trace").await.unwrap();
     install_crds(&client).await;
-    let base = gateway(&client, &ns, "nobody").await;
+    let base = gateway_for(&client, &[("a", TOKEN_A, &ns)]).await;
     let created = reqwest::Client::new()
         .post(format!("{base}/v1/jobs"))
         .bearer_auth(TOKEN_A)
@@ -239,15 +361,20 @@ async fn a_submitted_job_shows_at_once_the_trace_id_the_operator_derives_from_it
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let doc: Value = serde_json::from_str(splai_gateway::openapi::DOCUMENT).unwrap();
-    for path in [
-        "/v1/jobs",
-        "/v1/jobs/{name}",
-        "/v1/jobs/{name}/cancel",
-        "/v1/jobs/{name}/watch",
-        "/v1/jobs/{name}/artifacts",
-        "/v1/openapi.json",
+    for (path, method) in [
+        ("/v1/jobs", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{name}", "get"),
+        ("/v1/jobs/{name}", "delete"),
+        ("/v1/jobs/{name}/cancel", "post"),
+        ("/v1/jobs/{name}/watch", "get"),
+        ("/v1/jobs/{name}/artifacts", "get"),
+        ("/v1/openapi.json", "get"),
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "{method} {path} is not documented"
+        );
     }
 }
 
@@ -409,6 +536,22 @@ spec:
             .contains("count is neither running nor waiting")
     );
 
+    // The same file again: the name is taken, and the CLI says how to free it.
+    let again = Command::new(cli)
+        .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
+        .arg("submit")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "job `word-count` already exists in namespace `{ns}`; delete it with `splai delete word-count`"
+        )),
+        "{stderr}"
+    );
+
     // Without the gateway's certificate the CLI refuses to send the token, and says why.
     let out = Command::new(cli)
         .args(["--server", &base, "--token", TOKEN_A, "list"])
@@ -475,6 +618,27 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // Delete, through the gateway and through the kubeconfig: the operator's finalizer lets
+    // the jobs go, and their names are free again.
+    run_cli(&["delete", "word-count"]);
+    ok(kube_cli(&["delete", "sleeper"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for name in ["word-count", "sleeper"] {
+        while jobs.get_opt(name).await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "{name} never went");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let out = Command::new(cli)
+        .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
+        .arg("get")
+        .arg("word-count")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(run_cli(&["submit", file.to_str().unwrap()]).contains("submitted word-count"));
 
     operator.abort();
     let _ = std::fs::remove_dir_all(&dir);

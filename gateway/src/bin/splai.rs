@@ -1,4 +1,4 @@
-//! `splai`: submit, watch, inspect and cancel SPLAI jobs.
+//! `splai`: submit, watch, inspect, cancel and delete SPLAI jobs.
 //!
 //! It talks to the gateway (`--server`, `--token`, or `SPLAI_SERVER` and `SPLAI_TOKEN`); without
 //! a server it falls back to the Kubernetes API through your kubeconfig (`--namespace`).
@@ -9,15 +9,18 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use splai_gateway::api::{ErrorBody, JobView, SubmitRequest};
+use splai_gateway::api::{ErrorBody, JobView, SubmitRequest, name_taken};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::JobPhase;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Submit, watch, inspect and cancel SPLAI jobs")]
+#[command(
+    version,
+    about = "Submit, watch, inspect, cancel and delete SPLAI jobs"
+)]
 struct Cli {
     /// The gateway's URL, such as https://splai.example.com; without it, the kubeconfig is used.
     #[arg(long, env = "SPLAI_SERVER", global = true)]
@@ -61,6 +64,8 @@ enum Command {
     List,
     /// Cancel a job; its running tasks are stopped.
     Cancel { name: String },
+    /// Delete a job: its running tasks are stopped, then it is gone and its name is free.
+    Delete { name: String },
     /// Why a task went where it did (each score term), or why it waits.
     Explain { name: String, task: Option<String> },
 }
@@ -71,7 +76,10 @@ enum Backend {
         server: String,
         token: String,
     },
-    Kube(Box<Api<SPLAIJob>>),
+    Kube {
+        api: Box<Api<SPLAIJob>>,
+        namespace: String,
+    },
 }
 
 impl Backend {
@@ -102,10 +110,10 @@ impl Backend {
         let client = kube::Client::try_default()
             .await
             .context("no --server given and no usable kubeconfig")?;
-        Ok(Backend::Kube(Box::new(Api::namespaced(
-            client,
-            &cli.namespace,
-        ))))
+        Ok(Backend::Kube {
+            api: Box::new(Api::namespaced(client, &cli.namespace)),
+            namespace: cli.namespace.clone(),
+        })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
@@ -139,7 +147,7 @@ impl Backend {
     fn url(&self, path: &str) -> String {
         match self {
             Backend::Gateway { server, .. } => format!("{server}{path}"),
-            Backend::Kube(_) => String::new(),
+            Backend::Kube { .. } => String::new(),
         }
     }
 
@@ -153,16 +161,23 @@ impl Backend {
                     .json()
                     .await?)
             }
-            Backend::Kube(api) => {
+            Backend::Kube { api, namespace } => {
                 let request: SubmitRequest =
                     serde_json::from_value(serde_json::json!({"name": name, "spec": spec}))
                         .context(
                             "not a SPLAI job (without the gateway, spec.tenant is required)",
                         )?;
                 let job = SPLAIJob::new(&request.name, SPLAIJobSpec(request.spec));
-                Ok(JobView::from(
-                    &api.create(&PostParams::default(), &job).await?,
-                ))
+                match api.create(&PostParams::default(), &job).await {
+                    Ok(created) => Ok(JobView::from(&created)),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let existing = api.get_opt(&request.name).await?;
+                        let deleting =
+                            existing.is_some_and(|j| j.metadata.deletion_timestamp.is_some());
+                        bail!("{}", name_taken(&request.name, namespace, true, deleting))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }
@@ -174,7 +189,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => Ok(JobView::from(&api.get(name).await?)),
+            Backend::Kube { api, .. } => Ok(JobView::from(&api.get(name).await?)),
         }
     }
 
@@ -185,7 +200,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => Ok(api
+            Backend::Kube { api, .. } => Ok(api
                 .list(&Default::default())
                 .await?
                 .items
@@ -202,7 +217,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => {
+            Backend::Kube { api, .. } => {
                 let patch = serde_json::json!({"spec": {"cancel": true}});
                 let job = api
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -210,6 +225,19 @@ impl Backend {
                 Ok(JobView::from(&job))
             }
         }
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        match self {
+            Backend::Gateway { http, .. } => {
+                self.send(http.delete(self.url(&format!("/v1/jobs/{name}"))))
+                    .await?;
+            }
+            Backend::Kube { api, .. } => {
+                api.delete(name, &DeleteParams::default()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `each` with every change of the job until it has ended; returns the last view.
@@ -239,7 +267,7 @@ impl Backend {
                     }
                 }
             }
-            Backend::Kube(api) => {
+            Backend::Kube { api, .. } => {
                 let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
                 let mut stream = std::pin::pin!(watcher((**api).clone(), config).applied_objects());
                 while let Some(job) = stream.next().await {
@@ -415,6 +443,10 @@ async fn main() -> Result<()> {
         Command::Cancel { name } => {
             backend.cancel(name).await?;
             println!("cancel requested for {name}");
+        }
+        Command::Delete { name } => {
+            backend.delete(name).await?;
+            println!("deleted {name} (the operator stops its running tasks first)");
         }
         Command::Explain { name, task } => {
             let view = backend.get(name).await?;
