@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use splai_operator::{SPLAIJob, SPLAIJobStatus};
 use splai_scheduler::api::{JobSpec, TaskArtifact};
 
+/// `GET /v1/jobs/{name}/records`: each attempt of the job's tasks, with the decision that placed
+/// it (one line of the job's `records.jsonl`).
+pub use splai_operator::artifacts::{AttemptRecord, Decision};
+
 /// `POST /v1/jobs`, as JSON or YAML. The tenant comes from the token: a `spec.tenant` that names
 /// another tenant is refused, an empty one is filled in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

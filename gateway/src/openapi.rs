@@ -15,6 +15,16 @@ pub const DOCUMENT: &str = r##"{
                   "status": {"type": "object", "description": "The SPLAIJob status."}}},
       "Artifacts": {"type": "object", "properties": {"result": {"type": "string"}, "records": {"type": "string"},
                     "results": {"type": "array", "items": {"type": "object", "properties": {"task": {"type": "string"}, "uri": {"type": "string"}}}}}},
+      "AttemptRecord": {"type": "object", "description": "One attempt of one task: a line of the job's records.jsonl",
+        "properties": {"job": {"type": "string"}, "task": {"type": "string"}, "attempt": {"type": "integer"}, "worker": {"type": "string"},
+                       "assignedAt": {"type": "string", "format": "date-time"}, "startedAt": {"type": "string", "format": "date-time"},
+                       "finishedAt": {"type": "string", "format": "date-time"},
+                       "outcome": {"type": "string", "enum": ["Succeeded", "Failed", "TimedOut", "WorkerLost", "Canceled"]},
+                       "error": {"type": "string"}, "artifactUri": {"type": "string"}, "traceparent": {"type": "string"},
+                       "decision": {"type": "object", "description": "Why the attempt went to its worker; absent in records written before decisions were kept",
+                         "properties": {"score": {"type": "string", "description": "The explanation as text: strategy, worker, score and each term, runner-up and the term it lost on"},
+                                        "placement": {"type": "object", "description": "The same in numbers: strategy, worker, score, terms, predictedMs, coldStart, candidates, runnerUp {worker, score, terms, lostOn, lostBy}"},
+                                        "waited": {"type": "string", "description": "Why the task waited for a worker before this attempt, when known"}}}}},
       "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
     },
     "responses": {
@@ -61,6 +71,14 @@ pub const DOCUMENT: &str = r##"{
       "get": {"summary": "Links to a job's result, per-task results and execution records", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
               "responses": {"200": {"description": "The links", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Artifacts"}}}},
                             "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/jobs/{name}/records": {
+      "get": {"summary": "Each attempt of the job's tasks, with the decision that placed it (the job's records: all of them once it has ended, those written so far while it runs)",
+              "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                             {"name": "task", "in": "query", "required": false, "description": "Only this task's attempts", "schema": {"type": "string"}}],
+              "responses": {"200": {"description": "The attempts, in attempt order per task", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/AttemptRecord"}}}}},
+                            "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+                            "501": {"$ref": "#/components/responses/Error"}, "502": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}}
   }

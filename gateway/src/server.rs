@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -21,6 +21,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
+use splai_operator::artifacts::{Artifacts as Store, AttemptRecord, JobDir};
 use splai_operator::driver::TRACE_ANNOTATION;
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use tracing::Instrument;
@@ -72,6 +73,9 @@ impl Tokens {
 pub struct Gateway {
     pub client: Client,
     pub tokens: Arc<Tokens>,
+    /// The operator's artifact store, read for the jobs' records; without it
+    /// `GET /v1/jobs/{name}/records` answers 501.
+    pub artifacts: Option<Store>,
 }
 
 /// An error in the API's one shape.
@@ -217,6 +221,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/watch", get(watch))
         .route("/v1/jobs/{name}/artifacts", get(artifacts))
+        .route("/v1/jobs/{name}/records", get(records))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -415,6 +420,60 @@ async fn delete_job(
         .left()
         .map_or_else(|| JobView::from(&job), |j| JobView::from(&j));
     Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    task: Option<String>,
+}
+
+/// Each attempt of the job's tasks with the decision that placed it: from `records.jsonl` once
+/// the job has ended, from the chunks written so far while it runs.
+async fn records(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<RecordsQuery>,
+) -> Result<Json<Vec<AttemptRecord>>, ApiError> {
+    let job = caller.job(&gw, &name).await?;
+    let records_uri = job.status.as_ref().and_then(|s| s.records_uri.clone());
+    let Some(store) = &gw.artifacts else {
+        let where_ = records_uri.map_or_else(
+            || "the operator's artifact store".to_owned(),
+            |uri| format!("`{uri}`"),
+        );
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unavailable",
+            format!(
+                "this gateway does not read the artifact store (start it with --artifacts); the \
+                 records are in {where_}"
+            ),
+        ));
+    };
+    let read = match &records_uri {
+        Some(uri) => store.read_attempts(uri).await,
+        None => {
+            let dir = JobDir {
+                namespace: caller.0.namespace.clone(),
+                name: name.clone(),
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+            };
+            store.attempts(&dir).await
+        }
+    };
+    let mut attempts = read.map_err(|e| {
+        tracing::warn!(job = %name, error = %e, "reading records failed");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("reading the job's records: {e}"),
+        )
+    })?;
+    if let Some(task) = &query.task {
+        attempts.retain(|a| &a.record.task == task);
+    }
+    Ok(Json(attempts))
 }
 
 async fn artifacts(

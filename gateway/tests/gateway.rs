@@ -28,7 +28,7 @@ async fn gateway(client: &Client, ns_a: &str, ns_b: &str) -> String {
     gateway_for(client, &[("a", TOKEN_A, ns_a), ("b", TOKEN_B, ns_b)]).await
 }
 
-/// A gateway for `(tenant, token, namespace)`s; its base URL.
+/// A gateway, without an artifact store, for `(tenant, token, namespace)`s; its base URL.
 async fn gateway_for(client: &Client, tenants: &[(&str, &str, &str)]) -> String {
     let mut yaml = String::from("tenants:\n");
     for (tenant, token, ns) in tenants {
@@ -39,6 +39,7 @@ async fn gateway_for(client: &Client, tenants: &[(&str, &str, &str)]) -> String 
     let app = router(Gateway {
         client: client.clone(),
         tokens: Arc::new(Tokens::parse(&yaml).unwrap()),
+        artifacts: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -95,12 +96,13 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 
-    // Tenant b can neither see, list, cancel nor delete tenant a's job.
+    // Tenant b can neither see, list, cancel nor delete tenant a's job, nor read its records.
     for (method, path) in [
         ("GET", "/v1/jobs/secret-plan"),
         ("POST", "/v1/jobs/secret-plan/cancel"),
         ("DELETE", "/v1/jobs/secret-plan"),
         ("GET", "/v1/jobs/secret-plan/artifacts"),
+        ("GET", "/v1/jobs/secret-plan/records"),
         ("GET", "/v1/jobs/secret-plan/watch"),
     ] {
         let req = http.request(method.parse().unwrap(), format!("{base}{path}"));
@@ -369,6 +371,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/jobs/{name}/cancel", "post"),
         ("/v1/jobs/{name}/watch", "get"),
         ("/v1/jobs/{name}/artifacts", "get"),
+        ("/v1/jobs/{name}/records", "get"),
         ("/v1/openapi.json", "get"),
     ] {
         assert!(
@@ -433,9 +436,14 @@ async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_w
     std::fs::write(&ca_file, cert_pem).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
+    // It reads the operator's store for the jobs' records.
+    let store =
+        splai_operator::artifacts::Artifacts::open(&format!("file://{}/records", dir.display()))
+            .unwrap();
     let gw = Gateway {
         client: client.clone(),
         tokens: Arc::new(tokens),
+        artifacts: Some(store),
     };
     tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
     let ca_file = ca_file.to_str().unwrap().to_owned();
@@ -531,9 +539,43 @@ spec:
     };
     assert!(run_cli(&["get", "word-count"]).contains("Completed"));
     assert!(run_cli(&["list"]).contains("word-count"));
+    // A finished task's attempts, from the records the gateway reads: outcome and worker, the
+    // score terms, the runner-up and what it lost on.
+    let explained = run_cli(&["explain", "word-count", "count"]);
     assert!(
-        run_cli(&["explain", "word-count", "count"])
-            .contains("count is neither running nor waiting")
+        explained.starts_with("count attempt 1: Succeeded on node-"),
+        "{explained}"
+    );
+    for part in [
+        "placed: splai chose node-",
+        "queue_penalty",
+        "runner-up node-",
+        "losing",
+    ] {
+        assert!(explained.contains(part), "{part}: {explained}");
+    }
+    // What `kubectl describe` shows: the ended job keeps each task's worker and score.
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.job.tasks.len(), 2, "{:?}", status.job.tasks);
+    for t in &status.job.tasks {
+        assert!(
+            t.worker.as_deref().is_some_and(|w| w.starts_with("node-")),
+            "{t:?}"
+        );
+        assert!(
+            t.score.as_deref().is_some_and(|s| s.contains("runner-up")),
+            "{t:?}"
+        );
+    }
+    // Without the task: the last attempt of each, from the status.
+    let whole = run_cli(&["explain", "word-count"]);
+    assert!(
+        whole.contains("fetch attempt 1: Succeeded on node-"),
+        "{whole}"
+    );
+    assert!(
+        whole.contains("count attempt 1: Succeeded on node-"),
+        "{whole}"
     );
 
     // The same file again: the name is taken, and the CLI says how to free it.
@@ -584,6 +626,16 @@ spec:
     };
     assert!(ok(kube_cli(&["get", "word-count"])).contains("Completed"));
     assert!(ok(kube_cli(&["list"])).contains("word-count"));
+    // The records read straight from the store the job's recordsUri names.
+    let explained = ok(kube_cli(&["explain", "word-count", "fetch"]));
+    assert!(
+        explained.starts_with("fetch attempt 1: Succeeded on node-"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("placed: splai chose node-"),
+        "{explained}"
+    );
     let echo = dir.join("echo.yaml");
     std::fs::write(
         &echo,
@@ -657,6 +709,7 @@ async fn clients_that_connect_and_stall_hold_up_no_other_client() {
     let gw = Gateway {
         client,
         tokens: Arc::new(tokens),
+        artifacts: None,
     };
     tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
     // Thirty connections that never start their TLS handshake: served one at a time, each would

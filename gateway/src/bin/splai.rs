@@ -12,7 +12,7 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use splai_gateway::api::{ErrorBody, JobView, SubmitRequest, name_taken};
+use splai_gateway::api::{AttemptRecord, ErrorBody, JobView, SubmitRequest, name_taken};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::JobPhase;
 
@@ -66,7 +66,8 @@ enum Command {
     Cancel { name: String },
     /// Delete a job: its running tasks are stopped, then it is gone and its name is free.
     Delete { name: String },
-    /// Why a task went where it did (each score term), or why it waits.
+    /// Why a task went where it did (each score term and the runner-up), or why it waits; with
+    /// TASK, each of its attempts: worker, score terms, why it waited and the outcome.
     Explain { name: String, task: Option<String> },
 }
 
@@ -240,6 +241,31 @@ impl Backend {
         Ok(())
     }
 
+    /// A task's attempts from the job's records: through the gateway, or, without it, read from
+    /// the records URI of an ended job with your own access to the store.
+    async fn attempts(&self, view: &JobView, task: &str) -> Result<Vec<AttemptRecord>> {
+        let mut attempts: Vec<AttemptRecord> = match self {
+            Backend::Gateway { http, .. } => {
+                let url = self.url(&format!("/v1/jobs/{}/records", view.name));
+                self.send(http.get(url).query(&[("task", task)]))
+                    .await?
+                    .json()
+                    .await?
+            }
+            Backend::Kube { .. } => {
+                // A running job's records are in chunks only the operator and gateway find.
+                let Some(uri) = view.status.as_ref().and_then(|s| s.records_uri.as_deref()) else {
+                    return Ok(Vec::new());
+                };
+                read_records(uri)
+                    .await
+                    .with_context(|| format!("reading {uri}"))?
+            }
+        };
+        attempts.retain(|a| a.record.task == task);
+        Ok(attempts)
+    }
+
     /// Calls `each` with every change of the job until it has ended; returns the last view.
     async fn watch(&self, name: &str, mut each: impl FnMut(&JobView)) -> Result<JobView> {
         let mut last = None;
@@ -314,6 +340,20 @@ fn read_request(file: &PathBuf) -> Result<(String, Value)> {
     Ok((name, spec))
 }
 
+/// The attempts in a `records.jsonl` at `uri`: a local file, or an object read with your own
+/// credentials (the `AWS_*` variables for `s3://`).
+async fn read_records(uri: &str) -> Result<Vec<AttemptRecord>> {
+    let bytes = match uri.strip_prefix("file://") {
+        Some(path) => std::fs::read(path)?,
+        None => {
+            let (folder, _) = uri.rsplit_once('/').context("not a records URI")?;
+            let store = splai_operator::artifacts::Artifacts::open(folder)?;
+            store.read_uri(uri).await?
+        }
+    };
+    Ok(splai_operator::artifacts::parse_attempts(&bytes, uri)?)
+}
+
 fn progress(view: &JobView) -> String {
     let Some(s) = &view.status else {
         return "waiting for the operator to pick it up".into();
@@ -351,6 +391,8 @@ fn result_lines(view: &JobView) -> Vec<String> {
     out
 }
 
+/// What the status says of the tasks it lists (or of `task`): the decision behind each one's
+/// current attempt (its last, once a small job has ended), or why it waits.
 fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
     let Some(s) = &view.status else {
         return vec![format!("{}: not picked up by the operator yet", view.name)];
@@ -360,11 +402,18 @@ fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
         if task.is_some_and(|x| x != t.id) {
             continue;
         }
+        let on = t
+            .worker
+            .as_deref()
+            .map(|w| format!(" on {w}"))
+            .unwrap_or_default();
         let line = match (&t.score, &t.pending_reason) {
-            (Some(score), _) => format!("{} (attempt {}): {score}", t.id, t.attempt),
+            (Some(score), _) => {
+                format!("{} attempt {}: {:?}{on}: {score}", t.id, t.attempt, t.phase)
+            }
             (None, Some(reason)) => format!("{}: waits: {reason}", t.id),
             (None, None) => format!(
-                "{}: {:?}{}",
+                "{}: {:?}{on}{}",
                 t.id,
                 t.phase,
                 t.error
@@ -385,6 +434,34 @@ fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
             ),
             None => "no task is running or waiting".into(),
         });
+    }
+    out
+}
+
+/// One ended attempt: its outcome and worker, the decision that placed it and why it waited.
+fn attempt_lines(a: &AttemptRecord) -> Vec<String> {
+    let r = &a.record;
+    let ran = r.finished_at.since(r.started_at.unwrap_or(r.assigned_at));
+    let mut out = vec![format!(
+        "{} attempt {}: {:?} on {} after {:.1} s{}",
+        r.task,
+        r.attempt,
+        r.outcome,
+        r.worker,
+        ran as f64 / 1000.0,
+        r.error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    )];
+    match &a.decision {
+        Some(d) => {
+            if let Some(w) = &d.waited {
+                out.push(format!("  waited: {w}"));
+            }
+            out.push(format!("  placed: {}", d.score));
+        }
+        None => out.push("  placed: not recorded (an older operator wrote this record)".into()),
     }
     out
 }
@@ -450,8 +527,44 @@ async fn main() -> Result<()> {
         }
         Command::Explain { name, task } => {
             let view = backend.get(name).await?;
-            for line in explain(&view, task.as_deref()) {
-                println!("{line}");
+            let Some(task) = task else {
+                explain(&view, None).iter().for_each(|l| println!("{l}"));
+                return Ok(());
+            };
+            // Each ended attempt, from the records; then what the task does now, if anything.
+            let read = backend.attempts(&view, task).await;
+            if let Err(e) = &read {
+                eprintln!("{task}'s attempts could not be read: {e:#}");
+            }
+            let attempts = read.as_deref().unwrap_or_default();
+            attempts
+                .iter()
+                .flat_map(attempt_lines)
+                .for_each(|l| println!("{l}"));
+            let status = view.status.as_ref();
+            let listed = status.and_then(|s| s.job.tasks.iter().find(|t| &t.id == task));
+            let now = listed.is_some_and(|t| !t.phase.is_terminal());
+            let ended = status.filter(|s| s.job.phase.is_terminal());
+            if now {
+                explain(&view, Some(task))
+                    .iter()
+                    .for_each(|l| println!("{l}"));
+            } else if attempts.is_empty() {
+                match (ended, listed) {
+                    // An ended job of few tasks lists them all.
+                    (Some(s), None) if s.job.tasks.len() == s.job.progress.total as usize => {
+                        bail!("job {name} has no task `{task}`")
+                    }
+                    (Some(_), _) if read.is_ok() => println!(
+                        "{task} never ran{}",
+                        listed
+                            .map(|t| format!(" ({:?})", t.phase))
+                            .unwrap_or_default()
+                    ),
+                    _ => explain(&view, Some(task))
+                        .iter()
+                        .for_each(|l| println!("{l}")),
+                }
             }
         }
     }
