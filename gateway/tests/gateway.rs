@@ -110,6 +110,18 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_eq!(body.error.code, "not_found");
     }
+    // Its owner may ask for its records, which a gateway without the artifact store cannot read.
+    let (status, body) = error_of(
+        http.get(format!("{base}/v1/jobs/secret-plan/records"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(body.error.code, "unavailable");
+    assert!(body.error.message.contains("--artifacts"), "{body:?}");
     let listed: Vec<JobView> = http
         .get(format!("{base}/v1/jobs"))
         .bearer_auth(TOKEN_B)
