@@ -1,7 +1,7 @@
 //! The HTTP API (axum). Every request carries a bearer token; the token names a tenant, and the
 //! tenant a namespace. The gateway only ever reads and writes jobs in that namespace that carry
-//! the tenant's label, so a tenant can neither see nor cancel another's jobs: to it they do not
-//! exist (404).
+//! the tenant's label, so a tenant can neither see, cancel nor delete another's jobs: to it they
+//! do not exist (404).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,15 +17,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
+use splai_operator::artifacts::{Artifacts as Store, AttemptRecord, JobDir};
 use splai_operator::driver::TRACE_ANNOTATION;
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use tracing::Instrument;
 
-use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest};
+use crate::api::{Artifacts, ErrorBody, ErrorDetail, JobView, SubmitRequest, name_taken};
 
 /// The label that ties a job to its tenant.
 pub const TENANT_LABEL: &str = "splai.io/tenant";
@@ -72,6 +73,9 @@ impl Tokens {
 pub struct Gateway {
     pub client: Client,
     pub tokens: Arc<Tokens>,
+    /// The operator's artifact store, read for the jobs' records; without it
+    /// `GET /v1/jobs/{name}/records` answers 501.
+    pub artifacts: Option<Store>,
 }
 
 /// An error in the API's one shape.
@@ -213,10 +217,11 @@ pub async fn serve(
 pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{name}", get(get_job))
+        .route("/v1/jobs/{name}", get(get_job).delete(delete_job))
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/watch", get(watch))
         .route("/v1/jobs/{name}/artifacts", get(artifacts))
+        .route("/v1/jobs/{name}/records", get(records))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -329,11 +334,29 @@ async fn submit(
             .get_or_insert_with(Default::default)
             .insert(TRACE_ANNOTATION.to_owned(), id);
     }
-    let created = caller
+    let created = match caller
         .jobs(&gw)
         .create(&PostParams::default(), &job)
         .instrument(span)
-        .await?;
+        .await
+    {
+        Ok(created) => created,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = caller.jobs(&gw).get_opt(&request.name).await?;
+            let own = existing.as_ref().is_some_and(|j| caller.owns(j));
+            let deleting = own
+                && existing
+                    .as_ref()
+                    .is_some_and(|j| j.metadata.deletion_timestamp.is_some());
+            let namespace = &caller.0.namespace;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                name_taken(&request.name, namespace, own, deleting),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((StatusCode::CREATED, Json(JobView::from(&created))))
 }
 
@@ -366,6 +389,91 @@ async fn cancel(
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
+}
+
+/// Deletes a job. The operator's finalizer stops its running tasks first; the job is gone once
+/// they are. Only the object the caller owns is deleted: the precondition on its uid keeps a job
+/// created again under the same name meanwhile (by anyone) from going instead.
+async fn delete_job(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = caller.job(&gw, &name).await?;
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: job.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let deleted = match caller.jobs(&gw).delete(&name, &params).await {
+        Ok(deleted) => deleted,
+        // Gone meanwhile, or replaced by another object of that name: not the caller's job.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            return Err(ApiError::not_found(&name));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The object as it is now (deleting, while the finalizer runs), or as it was when gone.
+    let view = deleted
+        .left()
+        .map_or_else(|| JobView::from(&job), |j| JobView::from(&j));
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    task: Option<String>,
+}
+
+/// Each attempt of the job's tasks with the decision that placed it: from `records.jsonl` once
+/// the job has ended, from the chunks written so far while it runs.
+async fn records(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<RecordsQuery>,
+) -> Result<Json<Vec<AttemptRecord>>, ApiError> {
+    let job = caller.job(&gw, &name).await?;
+    let records_uri = job.status.as_ref().and_then(|s| s.records_uri.clone());
+    let Some(store) = &gw.artifacts else {
+        let where_ = records_uri.map_or_else(
+            || "the operator's artifact store".to_owned(),
+            |uri| format!("`{uri}`"),
+        );
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unavailable",
+            format!(
+                "this gateway does not read the artifact store (start it with --artifacts); the \
+                 records are in {where_}"
+            ),
+        ));
+    };
+    let read = match &records_uri {
+        Some(uri) => store.read_attempts(uri).await,
+        None => {
+            let dir = JobDir {
+                namespace: caller.0.namespace.clone(),
+                name: name.clone(),
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+            };
+            store.attempts(&dir).await
+        }
+    };
+    let mut attempts = read.map_err(|e| {
+        tracing::warn!(job = %name, error = %e, "reading records failed");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("reading the job's records: {e}"),
+        )
+    })?;
+    if let Some(task) = &query.task {
+        attempts.retain(|a| &a.record.task == task);
+    }
+    Ok(Json(attempts))
 }
 
 async fn artifacts(

@@ -1,6 +1,6 @@
-//! The gateway against the real API server: tenant isolation, authentication, bad requests, the
-//! OpenAPI document, and the whole flow from the `splai` CLI through the gateway and the operator
-//! to real `splai-worker` processes.
+//! The gateway against the real API server: tenant isolation, authentication, bad requests, taken
+//! names, deletion, trace IDs, the OpenAPI document, and the whole flow from the `splai` CLI
+//! through the gateway and the operator to real `splai-worker` processes.
 
 mod common;
 
@@ -21,16 +21,25 @@ async fn install_crds(client: &Client) {
 
 const TOKEN_A: &str = "token-of-tenant-a-0123456789";
 const TOKEN_B: &str = "token-of-tenant-b-0123456789";
+const TOKEN_C: &str = "token-of-tenant-c-0123456789";
 
 /// A gateway for tenants `a` (namespace `ns_a`) and `b` (`ns_b`); its base URL.
 async fn gateway(client: &Client, ns_a: &str, ns_b: &str) -> String {
-    let tokens = Tokens::parse(&format!(
-        "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: {ns_a}}}\n- {{token: {TOKEN_B}, tenant: b, namespace: {ns_b}}}\n"
-    ))
-    .unwrap();
+    gateway_for(client, &[("a", TOKEN_A, ns_a), ("b", TOKEN_B, ns_b)]).await
+}
+
+/// A gateway, without an artifact store, for `(tenant, token, namespace)`s; its base URL.
+async fn gateway_for(client: &Client, tenants: &[(&str, &str, &str)]) -> String {
+    let mut yaml = String::from("tenants:\n");
+    for (tenant, token, ns) in tenants {
+        yaml.push_str(&format!(
+            "- {{token: {token}, tenant: {tenant}, namespace: {ns}}}\n"
+        ));
+    }
     let app = router(Gateway {
         client: client.clone(),
-        tokens: Arc::new(tokens),
+        tokens: Arc::new(Tokens::parse(&yaml).unwrap()),
+        artifacts: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -87,11 +96,13 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 
-    // Tenant b can neither see, list nor cancel tenant a's job.
+    // Tenant b can neither see, list, cancel nor delete tenant a's job, nor read its records.
     for (method, path) in [
         ("GET", "/v1/jobs/secret-plan"),
         ("POST", "/v1/jobs/secret-plan/cancel"),
+        ("DELETE", "/v1/jobs/secret-plan"),
         ("GET", "/v1/jobs/secret-plan/artifacts"),
+        ("GET", "/v1/jobs/secret-plan/records"),
         ("GET", "/v1/jobs/secret-plan/watch"),
     ] {
         let req = http.request(method.parse().unwrap(), format!("{base}{path}"));
@@ -99,6 +110,18 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_eq!(body.error.code, "not_found");
     }
+    // Its owner may ask for its records, which a gateway without the artifact store cannot read.
+    let (status, body) = error_of(
+        http.get(format!("{base}/v1/jobs/secret-plan/records"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(body.error.code, "unavailable");
+    assert!(body.error.message.contains("--artifacts"), "{body:?}");
     let listed: Vec<JobView> = http
         .get(format!("{base}/v1/jobs"))
         .bearer_auth(TOKEN_B)
@@ -174,7 +197,7 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
         error_of(bad(job("Bad_Name").to_string().into_bytes()).await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.error.message.contains("is not valid"), "{body:?}");
-    // A name already taken is the API server's conflict, passed on.
+    // A name already taken is a conflict (see also the test of taken names).
     let (status, body) = error_of(
         bad(job("secret-plan").to_string().into_bytes())
             .await
@@ -208,18 +231,165 @@ async fn a_tenant_sees_only_its_own_jobs_and_bad_requests_get_clear_errors() {
     assert_eq!(body.error.code, "too_large");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deletes_its_own_job_but_never_another_tenants() {
+    let (client, ns_a) = splai_testbed::namespace("gw-del-a").await.unwrap();
+    let (_, ns_b) = splai_testbed::namespace("gw-del-b").await.unwrap();
+    install_crds(&client).await;
+    let base = gateway(&client, &ns_a, &ns_b).await;
+    let http = reqwest::Client::new();
+    let submit = |token: &'static str, name: &str| {
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(token)
+            .json(&job(name))
+            .send()
+    };
+    assert_eq!(
+        submit(TOKEN_A, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // Tenant b's own job of the same name lives in its namespace, untouched by a's delete.
+    assert_eq!(
+        submit(TOKEN_B, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let delete = |token: &'static str| {
+        http.delete(format!("{base}/v1/jobs/mine"))
+            .bearer_auth(token)
+            .send()
+    };
+    let get = |token: &'static str| {
+        http.get(format!("{base}/v1/jobs/mine"))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // b deletes its own; a's is still there.
+    let deleted = delete(TOKEN_B).await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let view: JobView = deleted.json().await.unwrap();
+    assert_eq!((view.name.as_str(), view.tenant.as_str()), ("mine", "b"));
+    let (status, body) = error_of(get(TOKEN_B).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
+    assert_eq!(get(TOKEN_A).await.unwrap().status(), StatusCode::OK);
+
+    // A job in a's namespace without a's label is not a's: a cannot delete it.
+    let jobs: kube::Api<splai_operator::SPLAIJob> = kube::Api::namespaced(client.clone(), &ns_a);
+    let mut spec = job("x")["spec"].clone();
+    spec["tenant"] = json!("someone-else");
+    let foreign = splai_operator::SPLAIJob::new(
+        "foreign",
+        splai_operator::SPLAIJobSpec(serde_json::from_value(spec).unwrap()),
+    );
+    jobs.create(&kube::api::PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let (status, body) = error_of(
+        http.delete(format!("{base}/v1/jobs/foreign"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body.error.code, "not_found");
+    assert!(jobs.get_opt("foreign").await.unwrap().is_some());
+
+    // a deletes its own: gone, and its name is free again.
+    assert_eq!(
+        delete(TOKEN_A).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(get(TOKEN_A).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert!(jobs.get_opt("mine").await.unwrap().is_none());
+    let (status, _) = error_of(delete(TOKEN_A).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        submit(TOKEN_A, "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_a_taken_name_says_whose_it_is_and_how_to_free_it() {
+    let (client, ns) = splai_testbed::namespace("gw-taken").await.unwrap();
+    install_crds(&client).await;
+    // Two tenants that share one namespace.
+    let base = gateway_for(&client, &[("a", TOKEN_A, &ns), ("c", TOKEN_C, &ns)]).await;
+    let http = reqwest::Client::new();
+    let submit = |token: &'static str| {
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(token)
+            .json(&job("hello"))
+            .send()
+    };
+    assert_eq!(submit(TOKEN_A).await.unwrap().status(), StatusCode::CREATED);
+    let (status, body) = error_of(submit(TOKEN_A).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body.error.code, "conflict");
+    assert_eq!(
+        body.error.message,
+        format!(
+            "job `hello` already exists in namespace `{ns}`; delete it with `splai delete hello` or change metadata.name"
+        )
+    );
+    // The other tenant learns only that the name is taken, not whose job it is.
+    let (status, body) = error_of(submit(TOKEN_C).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body.error.message.contains("by a job you cannot see"),
+        "{body:?}"
+    );
+    assert!(!body.error.message.contains("splai delete"), "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_job_shows_at_once_the_trace_id_the_operator_derives_from_its_uid() {
+    let (client, ns) = splai_testbed::namespace("gw-trace").await.unwrap();
+    install_crds(&client).await;
+    let base = gateway_for(&client, &[("a", TOKEN_A, &ns)]).await;
+    let created = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(TOKEN_A)
+        .json(&job("traced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let view: JobView = created.json().await.unwrap();
+    // No operator runs here: the ID is the gateway's own derivation, which must be the
+    // operator's (its uid's hex digits).
+    let stored: splai_operator::SPLAIJob = kube::Api::namespaced(client.clone(), &ns)
+        .get("traced")
+        .await
+        .unwrap();
+    let uid_hex: String = stored.metadata.uid.clone().unwrap().replace('-', "");
+    assert_eq!(view.trace_id.as_deref(), Some(uid_hex.as_str()));
+    assert_eq!(
+        view.trace_id.as_deref(),
+        Some(splai_operator::driver::trace_id_of(&stored).as_str())
+    );
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let doc: Value = serde_json::from_str(splai_gateway::openapi::DOCUMENT).unwrap();
-    for path in [
-        "/v1/jobs",
-        "/v1/jobs/{name}",
-        "/v1/jobs/{name}/cancel",
-        "/v1/jobs/{name}/watch",
-        "/v1/jobs/{name}/artifacts",
-        "/v1/openapi.json",
+    for (path, method) in [
+        ("/v1/jobs", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{name}", "get"),
+        ("/v1/jobs/{name}", "delete"),
+        ("/v1/jobs/{name}/cancel", "post"),
+        ("/v1/jobs/{name}/watch", "get"),
+        ("/v1/jobs/{name}/artifacts", "get"),
+        ("/v1/jobs/{name}/records", "get"),
+        ("/v1/openapi.json", "get"),
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "{method} {path} is not documented"
+        );
     }
 }
 
@@ -278,9 +448,14 @@ async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_w
     std::fs::write(&ca_file, cert_pem).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
+    // It reads the operator's store for the jobs' records.
+    let store =
+        splai_operator::artifacts::Artifacts::open(&format!("file://{}/records", dir.display()))
+            .unwrap();
     let gw = Gateway {
         client: client.clone(),
         tokens: Arc::new(tokens),
+        artifacts: Some(store),
     };
     tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
     let ca_file = ca_file.to_str().unwrap().to_owned();
@@ -332,7 +507,17 @@ spec:
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("submitted word-count"), "{stdout}");
+    // Submitted once, with the trace ID the operator then annotates the job with.
+    assert_eq!(stdout.matches("submitted").count(), 1, "{stdout}");
+    let trace = stdout
+        .split_once("submitted word-count (trace ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(trace, _)| trace.to_owned())
+        .unwrap_or_else(|| panic!("no trace ID: {stdout}"));
+    let jobs: kube::Api<splai_operator::SPLAIJob> = kube::Api::namespaced(client.clone(), &ns);
+    let done = jobs.get("word-count").await.unwrap();
+    let annotations = done.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("splai.io/trace-id"), Some(&trace));
     assert!(stdout.contains("Completed: 2/2 succeeded"), "{stdout}");
     let result = format!(
         "result: file://{}/artifacts/jobs/{ns}/word-count/count/1/",
@@ -366,9 +551,59 @@ spec:
     };
     assert!(run_cli(&["get", "word-count"]).contains("Completed"));
     assert!(run_cli(&["list"]).contains("word-count"));
+    // A finished task's attempts, from the records the gateway reads: outcome and worker, the
+    // score terms, the runner-up and what it lost on.
+    let explained = run_cli(&["explain", "word-count", "count"]);
     assert!(
-        run_cli(&["explain", "word-count", "count"])
-            .contains("count is neither running nor waiting")
+        explained.starts_with("count attempt 1: Succeeded on node-"),
+        "{explained}"
+    );
+    for part in [
+        "placed: splai chose node-",
+        "queue_penalty",
+        "runner-up node-",
+        "losing",
+    ] {
+        assert!(explained.contains(part), "{part}: {explained}");
+    }
+    // What `kubectl describe` shows: the ended job keeps each task's worker and score.
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.job.tasks.len(), 2, "{:?}", status.job.tasks);
+    for t in &status.job.tasks {
+        assert!(
+            t.worker.as_deref().is_some_and(|w| w.starts_with("node-")),
+            "{t:?}"
+        );
+        assert!(
+            t.score.as_deref().is_some_and(|s| s.contains("runner-up")),
+            "{t:?}"
+        );
+    }
+    // Without the task: the last attempt of each, from the status.
+    let whole = run_cli(&["explain", "word-count"]);
+    assert!(
+        whole.contains("fetch attempt 1: Succeeded on node-"),
+        "{whole}"
+    );
+    assert!(
+        whole.contains("count attempt 1: Succeeded on node-"),
+        "{whole}"
+    );
+
+    // The same file again: the name is taken, and the CLI says how to free it.
+    let again = Command::new(cli)
+        .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
+        .arg("submit")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "job `word-count` already exists in namespace `{ns}`; delete it with `splai delete word-count`"
+        )),
+        "{stderr}"
     );
 
     // Without the gateway's certificate the CLI refuses to send the token, and says why.
@@ -403,6 +638,16 @@ spec:
     };
     assert!(ok(kube_cli(&["get", "word-count"])).contains("Completed"));
     assert!(ok(kube_cli(&["list"])).contains("word-count"));
+    // The records read straight from the store the job's recordsUri names.
+    let explained = ok(kube_cli(&["explain", "word-count", "fetch"]));
+    assert!(
+        explained.starts_with("fetch attempt 1: Succeeded on node-"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("placed: splai chose node-"),
+        "{explained}"
+    );
     let echo = dir.join("echo.yaml");
     std::fs::write(
         &echo,
@@ -438,6 +683,27 @@ spec:
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // Delete, through the gateway and through the kubeconfig: the operator's finalizer lets
+    // the jobs go, and their names are free again.
+    run_cli(&["delete", "word-count"]);
+    ok(kube_cli(&["delete", "sleeper"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for name in ["word-count", "sleeper"] {
+        while jobs.get_opt(name).await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "{name} never went");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let out = Command::new(cli)
+        .args(["--server", &base, "--token", TOKEN_A, "--ca-file", &ca_file])
+        .arg("get")
+        .arg("word-count")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(run_cli(&["submit", file.to_str().unwrap()]).contains("submitted word-count"));
+
     operator.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -455,6 +721,7 @@ async fn clients_that_connect_and_stall_hold_up_no_other_client() {
     let gw = Gateway {
         client,
         tokens: Arc::new(tokens),
+        artifacts: None,
     };
     tokio::spawn(serve(listener, gw, Some(tls), std::future::pending()));
     // Thirty connections that never start their TLS handshake: served one at a time, each would

@@ -22,7 +22,7 @@ use splai_scheduler::api::{
 use splai_scheduler::{Effect, Event, JobRecord, Scheduler, Settings, Snapshot, Strategy};
 use splai_scheduler::{Timestamp, WorkerRecord};
 
-use crate::artifacts::JobDir;
+use crate::artifacts::{AttemptRecord, Decision, JobDir};
 use crate::condition::{ConditionStatus, set_condition};
 use crate::metrics::Metrics;
 use crate::resources::{
@@ -84,7 +84,7 @@ pub struct JobWrite {
     pub dir: JobDir,
     pub meta: Option<MetaWrite>,
     pub planned: Option<(Vec<TaskSpec>, Vec<Dependency>)>,
-    pub chunk: Option<(u64, Vec<ExecutionRecord>)>,
+    pub chunk: Option<(u64, Vec<AttemptRecord>)>,
     pub status: Option<SPLAIJobStatus>,
     /// The job ended: gather its records into one artifact (and its results, if many) first.
     pub finish: bool,
@@ -133,10 +133,14 @@ struct JobEntry {
     meta: Option<MetaWrite>,
     status_dirty: bool,
     planned: Option<(Vec<TaskSpec>, Vec<Dependency>)>,
-    records: Vec<ExecutionRecord>,
+    records: Vec<AttemptRecord>,
     next_chunk: u64,
     notes: Vec<Note>,
-    scores: HashMap<String, String>,
+    /// The decision behind each task's attempt in flight, by task id: shown in the status while
+    /// it runs, then kept in its record.
+    placed: HashMap<String, Placed>,
+    /// The last reason the core gave for a task's wait, by task id, until it is placed.
+    waited: HashMap<String, String>,
     conditions: Vec<crate::Condition>,
     deleting: bool,
     has_finalizer: bool,
@@ -173,6 +177,13 @@ pub struct Driver {
     flush_cursor: Option<String>,
     /// Messages for agents, to send now.
     pub outbox: Vec<(Arc<str>, ControlMessage)>,
+}
+
+/// The decision behind one attempt in flight.
+#[derive(Debug)]
+struct Placed {
+    attempt: u32,
+    decision: Decision,
 }
 
 fn key_of(ns: &str, name: &str) -> String {
@@ -375,11 +386,20 @@ impl Driver {
             } else {
                 let records = listed.records.get(&key).map_or(&[][..], Vec::as_slice);
                 let status = view::expand(&stored, &job.spec.0, records);
-                let scores = stored
+                // The previous leader's decisions survive only as the status's text.
+                let placed = stored
                     .job
                     .tasks
                     .iter()
-                    .filter_map(|t| Some((t.id.clone(), t.score.clone()?)))
+                    .filter_map(|t| {
+                        let decision = Decision {
+                            score: t.score.clone()?,
+                            placement: None,
+                            waited: None,
+                        };
+                        let attempt = t.attempt;
+                        Some((t.id.clone(), Placed { attempt, decision }))
+                    })
                     .collect();
                 snapshot.jobs.push(JobRecord {
                     key: key.clone(),
@@ -399,7 +419,8 @@ impl Driver {
                         // Past every chunk written before, whatever their numbers.
                         next_chunk: now.millis().max(next_chunk),
                         notes: Vec::new(),
-                        scores,
+                        placed,
+                        waited: HashMap::new(),
                         conditions: stored.conditions.clone(),
                         deleting: false,
                         has_finalizer: has_finalizer(&job),
@@ -616,7 +637,8 @@ impl Driver {
                 records: Vec::new(),
                 next_chunk: now.millis(),
                 notes: Vec::new(),
-                scores: HashMap::new(),
+                placed: HashMap::new(),
+                waited: HashMap::new(),
                 conditions: job.status.map(|s| s.conditions).unwrap_or_default(),
                 deleting,
                 has_finalizer: true,
@@ -786,8 +808,11 @@ impl Driver {
                 }
                 Effect::Assign(a) => {
                     if let Some(e) = self.jobs.get_mut(&*a.job) {
-                        e.scores
-                            .insert(a.task.to_string(), a.explanation.to_string());
+                        let waited = e.waited.remove(&*a.task);
+                        let decision = Decision::placed(a.explanation, waited);
+                        let attempt = a.attempt;
+                        e.placed
+                            .insert(a.task.to_string(), Placed { attempt, decision });
                         e.status_dirty = true;
                     }
                 }
@@ -812,8 +837,17 @@ impl Driver {
                     attempt_span(&r);
                     if let Some(e) = self.jobs.get_mut(r.job.as_str()) {
                         e.status_dirty = true;
-                        e.scores.remove(&r.task);
-                        e.records.push(*r);
+                        // Only this attempt's decision: a later one may already be placed.
+                        let decision = match e.placed.get(&r.task) {
+                            Some(p) if p.attempt == r.attempt => {
+                                e.placed.remove(&r.task).map(|p| p.decision)
+                            }
+                            _ => None,
+                        };
+                        e.records.push(AttemptRecord {
+                            record: *r,
+                            decision,
+                        });
                     }
                 }
                 Effect::WorkerHealthChanged { worker, from, to } => {
@@ -839,7 +873,13 @@ impl Driver {
                         e.status_dirty = true;
                     }
                 }
-                Effect::Requeue { job, .. } | Effect::Pending { job, .. } => {
+                Effect::Pending { job, task, reason } => {
+                    if let Some(e) = self.jobs.get_mut(&*job) {
+                        e.status_dirty = true;
+                        e.waited.insert(task.to_string(), reason);
+                    }
+                }
+                Effect::Requeue { job, .. } => {
                     if let Some(e) = self.jobs.get_mut(&*job) {
                         e.status_dirty = true;
                     }
@@ -904,7 +944,9 @@ impl Driver {
                 self.core.job_status(key).map(|full| {
                     let phase = full.phase;
                     set_job_conditions(&mut e.conditions, &full, e.generation, now);
-                    let mut s = view::compact(full, &e.scores, e.generation);
+                    let placed = &e.placed;
+                    let score = |task: &str| Some(placed.get(task)?.decision.score.clone());
+                    let mut s = view::compact(full, score, e.generation);
                     s.conditions = e.conditions.clone();
                     debug_assert_eq!(s.job.phase, phase);
                     s
@@ -1300,5 +1342,58 @@ mod tests {
                 .collect(),
         );
         assert_eq!(trace_id_of(&annotated), "ab".repeat(16));
+    }
+
+    fn from_agent(d: &mut Driver, event: Event, now: u64) {
+        let input = Input::Agent(Inbound::Event {
+            worker: "w1".into(),
+            event,
+            connection: 1,
+            asks: false,
+        });
+        d.input(input, Timestamp(now));
+    }
+
+    #[test]
+    fn an_attempts_record_keeps_the_decision_that_placed_it_and_why_the_task_waited() {
+        let mut d = driver();
+        d.input(Input::JobApplied(Box::new(job(1))), Timestamp(2_000));
+        // No worker yet: the task waits, and the core says why.
+        let capabilities = Capabilities {
+            cpu_millis: 1000,
+            memory_mib: 1024,
+            ..Capabilities::default()
+        };
+        let registered = Event::WorkerRegistered {
+            name: "w1".into(),
+            capabilities,
+            incarnation: 1,
+        };
+        from_agent(&mut d, registered, 2_100);
+        heartbeat(&mut d, 1);
+        let attempt = splai_scheduler::api::AttemptRef {
+            job: "ns/job-0001".into(),
+            task: "only".into(),
+            attempt: 1,
+        };
+        let succeeded = Event::TaskSucceeded {
+            attempt,
+            worker: "w1".into(),
+            artifact_uri: None,
+        };
+        from_agent(&mut d, succeeded, 2_500);
+        let flush = d.take_flush(Timestamp(3_000)).unwrap();
+        let (_, records) = flush.jobs[0].chunk.clone().expect("the attempt's record");
+        let decision = records[0].decision.clone().expect("its decision");
+        assert_eq!(records[0].record.worker, "w1");
+        let placement = decision.placement.expect("the explanation in numbers");
+        assert_eq!(&*placement.worker, "w1");
+        assert!(
+            decision.score.starts_with("splai chose w1 (score"),
+            "{}",
+            decision.score
+        );
+        let waited = decision.waited.expect("why it waited");
+        assert!(!waited.is_empty());
     }
 }

@@ -17,7 +17,7 @@ use crate::artifacts::Artifacts;
 use crate::driver::{FINALIZER, Flush, Flushed, JobWrite, Note, TRACE_ANNOTATION, WorkerWrite};
 use crate::metrics::Metrics;
 use crate::resources::{SPLAIJob, SPLAIWorker, SPLAIWorkerSpec};
-use crate::view::RESULTS_SHOWN;
+use crate::view::{self, RESULTS_SHOWN};
 
 /// The field manager of everything the operator writes.
 pub const MANAGER: &str = "splai-operator";
@@ -133,7 +133,9 @@ impl Flusher {
         if let Some(status) = &w.status {
             let mut status = status.clone();
             if w.finish {
-                status.records_uri = Some(self.artifacts.finish(&w.dir).await?);
+                let (uri, attempts) = self.artifacts.gather(&w.dir).await?;
+                view::finished(&mut status, &attempts, name);
+                status.records_uri = Some(uri);
             }
             if w.finish && !status.job.result_artifacts.is_empty() {
                 // Several results: a manifest lists them all, so the job has one result URI.

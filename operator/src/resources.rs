@@ -40,8 +40,10 @@ pub struct SPLAIJobSpec(pub JobSpec);
 
 /// `SPLAIJob.status`: the core's job status, kept compact, and the Kubernetes bookkeeping around
 /// it. A job of thousands of tasks must fit in one etcd object (1.5 MiB), so `tasks` lists only
-/// the tasks worth a look (see [`crate::view`]); `taskPhases` holds every task's phase in one
-/// letter, and the full execution records go to the JSON-lines artifact at `recordsUri`.
+/// the tasks worth a look (see [`crate::view`]): while the job runs, those in flight, retrying,
+/// failed or first in line; once a job of at most 100 tasks has ended, every task, with its last
+/// attempt's worker and score. `taskPhases` holds every task's phase in one letter, and the full
+/// execution records go to the JSON-lines artifact at `recordsUri`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SPLAIJobStatus {
@@ -58,8 +60,9 @@ pub struct SPLAIJobStatus {
     /// Ready tasks left out of `tasks` to keep the status small.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tasks_not_shown: u32,
-    /// Every attempt of every task (worker, times, outcome, error, artifact, trace), as JSON
-    /// lines; written when the job ends.
+    /// Every attempt of every task (worker, times, outcome, error, artifact, trace, and the
+    /// decision that placed it: score terms, runner-up, why it waited), as JSON lines; written
+    /// when the job ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

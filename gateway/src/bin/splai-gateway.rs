@@ -41,6 +41,11 @@ struct Args {
     /// carries a tenant's token.
     #[arg(long)]
     plain_http: bool,
+    /// The operator's artifact store (its `--artifacts`, such as file:///var/lib/splai/artifacts
+    /// or s3://bucket/prefix with the AWS_* variables), read to serve the jobs' records; without
+    /// it `GET /v1/jobs/{name}/records` answers 501.
+    #[arg(long, env = "SPLAI_ARTIFACTS")]
+    artifacts: Option<String>,
 }
 
 #[tokio::main]
@@ -54,6 +59,11 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("connecting to the Kubernetes API (set KUBECONFIG, or run in a cluster)")?,
         tokens: Arc::new(Tokens::parse(&text)?),
+        artifacts: args
+            .artifacts
+            .as_deref()
+            .map(splai_operator::artifacts::Artifacts::open)
+            .transpose()?,
     };
     let tls = if args.plain_http {
         tracing::warn!("serving plain HTTP: put a TLS-terminating proxy in front of it");

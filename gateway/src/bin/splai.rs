@@ -1,4 +1,4 @@
-//! `splai`: submit, watch, inspect and cancel SPLAI jobs.
+//! `splai`: submit, watch, inspect, cancel and delete SPLAI jobs.
 //!
 //! It talks to the gateway (`--server`, `--token`, or `SPLAI_SERVER` and `SPLAI_TOKEN`); without
 //! a server it falls back to the Kubernetes API through your kubeconfig (`--namespace`).
@@ -9,15 +9,18 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use splai_gateway::api::{ErrorBody, JobView, SubmitRequest};
+use splai_gateway::api::{AttemptRecord, ErrorBody, JobView, SubmitRequest, name_taken};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::JobPhase;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Submit, watch, inspect and cancel SPLAI jobs")]
+#[command(
+    version,
+    about = "Submit, watch, inspect, cancel and delete SPLAI jobs"
+)]
 struct Cli {
     /// The gateway's URL, such as https://splai.example.com; without it, the kubeconfig is used.
     #[arg(long, env = "SPLAI_SERVER", global = true)]
@@ -61,7 +64,10 @@ enum Command {
     List,
     /// Cancel a job; its running tasks are stopped.
     Cancel { name: String },
-    /// Why a task went where it did (each score term), or why it waits.
+    /// Delete a job: its running tasks are stopped, then it is gone and its name is free.
+    Delete { name: String },
+    /// Why a task went where it did (each score term and the runner-up), or why it waits; with
+    /// TASK, each of its attempts: worker, score terms, why it waited and the outcome.
     Explain { name: String, task: Option<String> },
 }
 
@@ -71,7 +77,10 @@ enum Backend {
         server: String,
         token: String,
     },
-    Kube(Box<Api<SPLAIJob>>),
+    Kube {
+        api: Box<Api<SPLAIJob>>,
+        namespace: String,
+    },
 }
 
 impl Backend {
@@ -102,10 +111,10 @@ impl Backend {
         let client = kube::Client::try_default()
             .await
             .context("no --server given and no usable kubeconfig")?;
-        Ok(Backend::Kube(Box::new(Api::namespaced(
-            client,
-            &cli.namespace,
-        ))))
+        Ok(Backend::Kube {
+            api: Box::new(Api::namespaced(client, &cli.namespace)),
+            namespace: cli.namespace.clone(),
+        })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
@@ -139,7 +148,7 @@ impl Backend {
     fn url(&self, path: &str) -> String {
         match self {
             Backend::Gateway { server, .. } => format!("{server}{path}"),
-            Backend::Kube(_) => String::new(),
+            Backend::Kube { .. } => String::new(),
         }
     }
 
@@ -153,16 +162,23 @@ impl Backend {
                     .json()
                     .await?)
             }
-            Backend::Kube(api) => {
+            Backend::Kube { api, namespace } => {
                 let request: SubmitRequest =
                     serde_json::from_value(serde_json::json!({"name": name, "spec": spec}))
                         .context(
                             "not a SPLAI job (without the gateway, spec.tenant is required)",
                         )?;
                 let job = SPLAIJob::new(&request.name, SPLAIJobSpec(request.spec));
-                Ok(JobView::from(
-                    &api.create(&PostParams::default(), &job).await?,
-                ))
+                match api.create(&PostParams::default(), &job).await {
+                    Ok(created) => Ok(JobView::from(&created)),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let existing = api.get_opt(&request.name).await?;
+                        let deleting =
+                            existing.is_some_and(|j| j.metadata.deletion_timestamp.is_some());
+                        bail!("{}", name_taken(&request.name, namespace, true, deleting))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }
@@ -174,7 +190,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => Ok(JobView::from(&api.get(name).await?)),
+            Backend::Kube { api, .. } => Ok(JobView::from(&api.get(name).await?)),
         }
     }
 
@@ -185,7 +201,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => Ok(api
+            Backend::Kube { api, .. } => Ok(api
                 .list(&Default::default())
                 .await?
                 .items
@@ -202,7 +218,7 @@ impl Backend {
                 .await?
                 .json()
                 .await?),
-            Backend::Kube(api) => {
+            Backend::Kube { api, .. } => {
                 let patch = serde_json::json!({"spec": {"cancel": true}});
                 let job = api
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -210,6 +226,44 @@ impl Backend {
                 Ok(JobView::from(&job))
             }
         }
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        match self {
+            Backend::Gateway { http, .. } => {
+                self.send(http.delete(self.url(&format!("/v1/jobs/{name}"))))
+                    .await?;
+            }
+            Backend::Kube { api, .. } => {
+                api.delete(name, &DeleteParams::default()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A task's attempts from the job's records: through the gateway, or, without it, read from
+    /// the records URI of an ended job with your own access to the store.
+    async fn attempts(&self, view: &JobView, task: &str) -> Result<Vec<AttemptRecord>> {
+        let mut attempts: Vec<AttemptRecord> = match self {
+            Backend::Gateway { http, .. } => {
+                let url = self.url(&format!("/v1/jobs/{}/records", view.name));
+                self.send(http.get(url).query(&[("task", task)]))
+                    .await?
+                    .json()
+                    .await?
+            }
+            Backend::Kube { .. } => {
+                // A running job's records are in chunks only the operator and gateway find.
+                let Some(uri) = view.status.as_ref().and_then(|s| s.records_uri.as_deref()) else {
+                    return Ok(Vec::new());
+                };
+                read_records(uri)
+                    .await
+                    .with_context(|| format!("reading {uri}"))?
+            }
+        };
+        attempts.retain(|a| a.record.task == task);
+        Ok(attempts)
     }
 
     /// Calls `each` with every change of the job until it has ended; returns the last view.
@@ -239,7 +293,7 @@ impl Backend {
                     }
                 }
             }
-            Backend::Kube(api) => {
+            Backend::Kube { api, .. } => {
                 let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
                 let mut stream = std::pin::pin!(watcher((**api).clone(), config).applied_objects());
                 while let Some(job) = stream.next().await {
@@ -286,9 +340,23 @@ fn read_request(file: &PathBuf) -> Result<(String, Value)> {
     Ok((name, spec))
 }
 
+/// The attempts in a `records.jsonl` at `uri`: a local file, or an object read with your own
+/// credentials (the `AWS_*` variables for `s3://`).
+async fn read_records(uri: &str) -> Result<Vec<AttemptRecord>> {
+    let bytes = match uri.strip_prefix("file://") {
+        Some(path) => std::fs::read(path)?,
+        None => {
+            let (folder, _) = uri.rsplit_once('/').context("not a records URI")?;
+            let store = splai_operator::artifacts::Artifacts::open(folder)?;
+            store.read_uri(uri).await?
+        }
+    };
+    Ok(splai_operator::artifacts::parse_attempts(&bytes, uri)?)
+}
+
 fn progress(view: &JobView) -> String {
     let Some(s) = &view.status else {
-        return "submitted".into();
+        return "waiting for the operator to pick it up".into();
     };
     let p = &s.job.progress;
     format!(
@@ -323,6 +391,8 @@ fn result_lines(view: &JobView) -> Vec<String> {
     out
 }
 
+/// What the status says of the tasks it lists (or of `task`): the decision behind each one's
+/// current attempt (its last, once a small job has ended), or why it waits.
 fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
     let Some(s) = &view.status else {
         return vec![format!("{}: not picked up by the operator yet", view.name)];
@@ -332,11 +402,18 @@ fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
         if task.is_some_and(|x| x != t.id) {
             continue;
         }
+        let on = t
+            .worker
+            .as_deref()
+            .map(|w| format!(" on {w}"))
+            .unwrap_or_default();
         let line = match (&t.score, &t.pending_reason) {
-            (Some(score), _) => format!("{} (attempt {}): {score}", t.id, t.attempt),
+            (Some(score), _) => {
+                format!("{} attempt {}: {:?}{on}: {score}", t.id, t.attempt, t.phase)
+            }
             (None, Some(reason)) => format!("{}: waits: {reason}", t.id),
             (None, None) => format!(
-                "{}: {:?}{}",
+                "{}: {:?}{on}{}",
                 t.id,
                 t.phase,
                 t.error
@@ -361,6 +438,34 @@ fn explain(view: &JobView, task: Option<&str>) -> Vec<String> {
     out
 }
 
+/// One ended attempt: its outcome and worker, the decision that placed it and why it waited.
+fn attempt_lines(a: &AttemptRecord) -> Vec<String> {
+    let r = &a.record;
+    let ran = r.finished_at.since(r.started_at.unwrap_or(r.assigned_at));
+    let mut out = vec![format!(
+        "{} attempt {}: {:?} on {} after {:.1} s{}",
+        r.task,
+        r.attempt,
+        r.outcome,
+        r.worker,
+        ran as f64 / 1000.0,
+        r.error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    )];
+    match &a.decision {
+        Some(d) => {
+            if let Some(w) = &d.waited {
+                out.push(format!("  waited: {w}"));
+            }
+            out.push(format!("  placed: {}", d.score));
+        }
+        None => out.push("  placed: not recorded (an older operator wrote this record)".into()),
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -378,7 +483,10 @@ async fn main() -> Result<()> {
                 let started = Instant::now();
                 let last = backend
                     .watch(&view.name, |v| {
-                        println!("{:>6.1}s  {}", started.elapsed().as_secs_f64(), progress(v));
+                        // The job as submitted was just announced: say nothing until it changes.
+                        if v.status.is_some() {
+                            println!("{:>6.1}s  {}", started.elapsed().as_secs_f64(), progress(v));
+                        }
                     })
                     .await?;
                 for line in result_lines(&last) {
@@ -413,10 +521,50 @@ async fn main() -> Result<()> {
             backend.cancel(name).await?;
             println!("cancel requested for {name}");
         }
+        Command::Delete { name } => {
+            backend.delete(name).await?;
+            println!("deleted {name} (the operator stops its running tasks first)");
+        }
         Command::Explain { name, task } => {
             let view = backend.get(name).await?;
-            for line in explain(&view, task.as_deref()) {
-                println!("{line}");
+            let Some(task) = task else {
+                explain(&view, None).iter().for_each(|l| println!("{l}"));
+                return Ok(());
+            };
+            // Each ended attempt, from the records; then what the task does now, if anything.
+            let read = backend.attempts(&view, task).await;
+            if let Err(e) = &read {
+                eprintln!("{task}'s attempts could not be read: {e:#}");
+            }
+            let attempts = read.as_deref().unwrap_or_default();
+            attempts
+                .iter()
+                .flat_map(attempt_lines)
+                .for_each(|l| println!("{l}"));
+            let status = view.status.as_ref();
+            let listed = status.and_then(|s| s.job.tasks.iter().find(|t| &t.id == task));
+            let now = listed.is_some_and(|t| !t.phase.is_terminal());
+            let ended = status.filter(|s| s.job.phase.is_terminal());
+            if now {
+                explain(&view, Some(task))
+                    .iter()
+                    .for_each(|l| println!("{l}"));
+            } else if attempts.is_empty() {
+                match (ended, listed) {
+                    // An ended job of few tasks lists them all.
+                    (Some(s), None) if s.job.tasks.len() == s.job.progress.total as usize => {
+                        bail!("job {name} has no task `{task}`")
+                    }
+                    (Some(_), _) if read.is_ok() => println!(
+                        "{task} never ran{}",
+                        listed
+                            .map(|t| format!(" ({:?})", t.phase))
+                            .unwrap_or_default()
+                    ),
+                    _ => explain(&view, Some(task))
+                        .iter()
+                        .for_each(|l| println!("{l}")),
+                }
             }
         }
     }

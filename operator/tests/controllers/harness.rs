@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
+use splai_operator::artifacts::AttemptRecord;
 use splai_operator::crd;
 use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
@@ -300,6 +301,18 @@ impl Harness {
         text.lines()
             .map(|l| serde_json::from_str(l).context("a record"))
             .collect()
+    }
+
+    /// [`Harness::records`] with each attempt's decision.
+    pub fn attempts(&self, job: &SPLAIJob) -> Result<Vec<AttemptRecord>> {
+        let uri = job
+            .status
+            .as_ref()
+            .and_then(|s| s.records_uri.clone())
+            .context("the job has no recordsUri")?;
+        let path = uri.strip_prefix("file://").context("a file:// URI")?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        Ok(splai_operator::artifacts::parse_attempts(&bytes, path)?)
     }
 
     /// Stops every agent and operator.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use splai_scheduler::api::{
-    Dependency, JobPhase, JobSpec, Outcome, PlanKind, PlanSpec, RetryPolicy,
+    Dependency, Health, JobPhase, JobSpec, Outcome, PlanKind, PlanSpec, RetryPolicy,
 };
 
 use crate::harness::{Harness, caps, task};
@@ -75,6 +75,116 @@ async fn a_dag_job_runs_to_completed_with_counters_records_and_a_result_uri() {
     let start = |t: &str| records.iter().find(|r| r.task == t).unwrap().assigned_at;
     assert!(start("left") >= end("extract"));
     assert!(start("join") >= end("left").max(end("right")));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_jobs_status_keeps_each_tasks_worker_and_score_and_its_records_each_attempts_decision()
+ {
+    let mut h = Harness::new("decisions").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    h.agent("w2", caps(4000));
+    for w in ["w1", "w2"] {
+        h.wait_worker(w, |s| s.worker.health == Health::Healthy)
+            .await
+            .unwrap();
+    }
+    // Retries to spare: an attempt lost with a slow agent connection is retried, and its record
+    // still says why it went where it did.
+    let retry = RetryPolicy {
+        limit: 3,
+        initial_backoff_ms: 50,
+        backoff_factor: 1.0,
+        max_backoff_ms: 50,
+    };
+    // Two of the three big tasks fit at once; the third waits for one of them to end.
+    let big = |id: &str| {
+        let mut t = task(id, &["sleep", "300"]);
+        t.resources.cpu_millis = 3000;
+        t.retry = retry;
+        t
+    };
+    // Its first attempt never succeeds, so it has two at least.
+    let mut flaky = task("flaky", &["fail-first", "1", "disk full"]);
+    flaky.retry = retry;
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![big("a"), big("b"), big("c"), flaky],
+        ..JobSpec::default()
+    };
+    h.submit("explained", spec).await.unwrap();
+    let job = h
+        .wait_job("explained", Duration::from_secs(60), |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.job.phase.is_terminal() && s.records_uri.is_some())
+        })
+        .await
+        .unwrap();
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.job.phase, JobPhase::Completed);
+    let attempts = h.attempts(&job).unwrap();
+
+    // What `kubectl describe` shows: every task, with its last attempt's worker and score.
+    let ids: Vec<&str> = status.job.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "flaky"]);
+    for t in &status.job.tasks {
+        let last = attempts
+            .iter()
+            .filter(|a| a.record.task == t.id)
+            .max_by_key(|a| a.record.attempt)
+            .unwrap();
+        assert_eq!(t.attempt, last.record.attempt, "{t:?}");
+        assert_eq!(t.worker.as_ref(), Some(&last.record.worker), "{t:?}");
+        let score = t.score.as_deref().unwrap_or_else(|| panic!("{t:?}"));
+        assert_eq!(
+            Some(score),
+            last.decision.as_ref().map(|d| d.score.as_str()),
+            "{t:?}"
+        );
+        assert!(t.assigned_at.is_some() && t.finished_at.is_some(), "{t:?}");
+    }
+    let finished = status.conditions.iter().find(|c| c.type_ == "Finished");
+    assert_eq!(finished.map(|c| c.message.as_str()), Some(""));
+
+    // The records: each attempt with the decision that placed it.
+    assert!(
+        attempts.iter().filter(|a| a.record.task == "flaky").count() >= 2,
+        "{attempts:#?}"
+    );
+    for a in &attempts {
+        let d = a.decision.as_ref().unwrap_or_else(|| panic!("{a:#?}"));
+        let placement = d.placement.as_ref().expect("the decision in numbers");
+        assert_eq!(&*placement.worker, a.record.worker);
+        assert!(
+            d.score
+                .starts_with(&format!("splai chose {} (score", a.record.worker))
+        );
+    }
+    // With both workers free, the other one was the runner-up, and lost on a term.
+    let contested = attempts
+        .iter()
+        .filter_map(|a| a.decision.as_ref())
+        .find(|d| d.placement.as_ref().is_some_and(|p| p.runner_up.is_some()))
+        .unwrap_or_else(|| panic!("no decision had a runner-up: {attempts:#?}"));
+    let placement = contested.placement.as_ref().unwrap();
+    let runner_up = placement.runner_up.as_ref().unwrap();
+    assert_ne!(runner_up.worker, placement.worker);
+    assert!(
+        contested
+            .score
+            .contains(&format!("runner-up {} scored", runner_up.worker)),
+        "{}",
+        contested.score
+    );
+    // A big task waited for room, and its record says why.
+    let waited: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| a.decision.as_ref()?.waited.as_deref())
+        .collect();
+    assert!(!waited.is_empty(), "{attempts:#?}");
+    assert!(waited.iter().all(|w| !w.is_empty()));
     h.shutdown().await;
 }
 
@@ -270,6 +380,15 @@ async fn a_planned_job_of_five_thousand_tasks_completes_within_the_object_size_l
     assert_eq!(status.job.progress.succeeded, 5000);
     assert_eq!(status.task_phases.as_deref().map(str::len), Some(5000));
     assert!(status.job.tasks.is_empty(), "nothing left worth listing");
+    // ... and `kubectl describe` says where each task's worker and score are.
+    let finished = status.conditions.iter().find(|c| c.type_ == "Finished");
+    let message = finished.map(|c| c.message.as_str()).unwrap_or_default();
+    assert!(
+        message.contains("5000 of 5000 tasks are not listed")
+            && message.contains("status.recordsUri"),
+        "{message}"
+    );
+    assert!(message.contains("`splai explain big TASK`"), "{message}");
     // etcd's default object limit is 1.5 MiB; the whole object stays well under it.
     let size = serde_json::to_vec(&job).unwrap().len();
     let part = |v: serde_json::Value| serde_json::to_vec(&v).unwrap().len();

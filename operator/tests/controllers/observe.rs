@@ -99,6 +99,43 @@ async fn kubectl_describe_shows_each_score_term_of_a_placement_and_why_a_task_wa
     h.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describe_of_an_ended_job_shows_each_tasks_worker_and_score() {
+    let mut h = Harness::new("describe-ended").await.unwrap();
+    h.operator("op-0");
+    h.agent("w1", caps(4000));
+    h.agent("w2", caps(4000));
+    let spec = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("greet-a", &[], 500), task("greet-b", &[], 500)],
+        ..JobSpec::default()
+    };
+    h.submit("hello", spec).await.unwrap();
+    h.wait_phase("hello", JobPhase::Completed).await.unwrap();
+    let described = kubectl(&["describe", "sj", "hello", "-n", &h.ns]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.trim_start().starts_with("Task Phases:") && l.trim_end().ends_with(" SS")),
+        "{described}"
+    );
+    for id in ["greet-a", "greet-b"] {
+        // kubectl prints each listed task's fields in a block of its own.
+        let (_, status) = described.split_once("\nStatus:").expect("a status");
+        let block = status
+            .split("Id:")
+            .find(|b| b.trim_start().starts_with(id))
+            .unwrap_or_else(|| panic!("{id} is not listed: {described}"));
+        assert!(block.contains("Worker:"), "{id}: {block}");
+        assert!(
+            block.contains("Score:") && block.contains("splai chose w"),
+            "{id}: {block}"
+        );
+        assert!(block.contains("queue_penalty"), "{id}: {block}");
+    }
+    h.shutdown().await;
+}
+
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");

@@ -190,7 +190,7 @@ fn the_operator_cannot_change_what_users_own_or_touch_other_objects() {
 }
 
 #[test]
-fn the_gateway_can_create_and_read_jobs_only_in_tenant_namespaces() {
+fn the_gateway_can_create_read_and_delete_jobs_only_in_tenant_namespaces() {
     let tenant = Some(TENANT);
     check(
         GATEWAY,
@@ -201,12 +201,16 @@ fn the_gateway_can_create_and_read_jobs_only_in_tenant_namespaces() {
             ("watch", JOBS, tenant, true),
             // cancel
             ("patch", JOBS, tenant, true),
-            ("delete", JOBS, tenant, false),
+            // `splai delete`
+            ("delete", JOBS, tenant, true),
+            ("deletecollection", JOBS, tenant, false),
             ("update", JOBS, tenant, false),
             ("patch", "splaijobs.splai.io#status", tenant, false),
             ("create", JOBS, Some(SYSTEM), false),
             ("get", JOBS, Some(SYSTEM), false),
+            ("delete", JOBS, Some(SYSTEM), false),
             ("create", JOBS, Some("default"), false),
+            ("delete", JOBS, Some("default"), false),
             ("list", JOBS, None, false),
             ("create", "splaipolicies.splai.io", tenant, false),
             ("list", WORKERS, Some(SYSTEM), false),
@@ -313,7 +317,11 @@ fn each_service_account_holds_exactly_the_rules_its_binary_needs() {
     assert_eq!(rules(OPERATOR, SYSTEM), operator_in_system);
     assert_eq!(rules(OPERATOR, TENANT), expect(&cluster_wide_operator));
 
-    let gateway = expect(&[("splaijobs.splai.io", "[]", "[create get list watch patch]")]);
+    let gateway = expect(&[(
+        "splaijobs.splai.io",
+        "[]",
+        "[create get list watch patch delete]",
+    )]);
     assert_eq!(rules(GATEWAY, TENANT), gateway);
     assert_eq!(rules(GATEWAY, SYSTEM), BTreeSet::new());
 
