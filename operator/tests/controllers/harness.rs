@@ -190,10 +190,33 @@ impl Harness {
     }
 
     pub fn agent_beating(&mut self, name: &str, capabilities: Capabilities, every: Duration) {
+        self.agent_with(name, capabilities, every, Duration::from_secs(2));
+    }
+
+    /// An agent that waits up to a minute for a heartbeat's answer before it drops the link.
+    /// The operator answers a heartbeat only after the flush that holds the reports before it,
+    /// and on a loaded machine the flush of a job with thousands of tasks takes more than the
+    /// 2 s the other agents wait: they would drop the link, and the attempts in flight with it.
+    pub fn patient_agent(&mut self, name: &str, capabilities: Capabilities) {
+        self.agent_with(
+            name,
+            capabilities,
+            Duration::from_millis(250),
+            Duration::from_secs(60),
+        );
+    }
+
+    fn agent_with(
+        &mut self,
+        name: &str,
+        capabilities: Capabilities,
+        every: Duration,
+        dead_after: Duration,
+    ) {
         let endpoints: Vec<String> = self.endpoints.values().cloned().collect();
         let config = AgentConfig {
             heartbeat_interval: every,
-            dead_after: Duration::from_secs(2),
+            dead_after,
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff {
                 initial: Duration::from_millis(100),

@@ -344,7 +344,7 @@ async fn a_planned_job_of_five_thousand_tasks_completes_within_the_object_size_l
     let mut h = Harness::new("big-job").await.unwrap();
     h.operator("op-0");
     for w in ["w1", "w2", "w3", "w4"] {
-        h.agent(w, caps(32_000));
+        h.patient_agent(w, caps(32_000));
     }
     let mut template = task("shard", &["sleep", "1"]);
     template.resources.cpu_millis = 500;
