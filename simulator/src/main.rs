@@ -29,7 +29,8 @@ enum Command {
         /// The seed of every random draw in the run [default: the scenario's `seed`].
         #[arg(long)]
         seed: Option<u64>,
-        /// The scheduling policy: the full SPLAI scheduler or one of the baselines.
+        /// The scheduling policy: the full SPLAI scheduler, a simple baseline, or a model of a peer
+        /// scheduler (kube-scheduler onwards; see scheduler/src/peers/).
         #[arg(long, default_value = Strategy::Splai.name(), value_parser = policy())]
         policy: Strategy,
         /// The simulation engine.
