@@ -153,6 +153,10 @@ enum Import {
         /// Drop jobs with a task longer than this.
         #[arg(long, default_value_t = 1800)]
         max_task_seconds: u64,
+        /// Give each job a deadline (deadlineSeconds) of F times its critical path, for the
+        /// edf and lsf policies; without it, jobs have no deadline.
+        #[arg(long, value_name = "F")]
+        deadline_factor: Option<f64>,
     },
     /// cluster-trace-v2026-GenAI requests (lora_request_trace.csv).
     #[command(name = "alibaba-genai")]
@@ -342,6 +346,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     load,
                     max_instances,
                     max_task_seconds,
+                    deadline_factor,
                 } => {
                     let opts = splai_sim::import::v2018::Options {
                         jobs,
@@ -350,6 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         load,
                         max_instances,
                         max_task_seconds,
+                        deadline_factor,
                     };
                     let (sc, r) =
                         splai_sim::import::v2018::import(&batch_task_csv, &opts, &command)?;
