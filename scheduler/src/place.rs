@@ -494,9 +494,10 @@ impl Placer<'_> {
             *cursor = (start + scanned) % n;
         }
         // The job's attempts per worker and per zone, for PodTopologySpread.
+        let spread = kube_like || req.strategy == Strategy::Volcano;
         let mut in_zone: FxHashMap<u32, u32> = FxHashMap::default();
         let same_job = |w: &WorkerRt| w.active.iter().filter(|a| a.0 == req.job).count() as u32;
-        if kube_like {
+        if spread {
             for w in workers {
                 let c = same_job(w);
                 if let (true, Some(z)) = (c > 0, self.fleet.classes[w.class as usize].sig().zone) {
@@ -519,7 +520,7 @@ impl Placer<'_> {
                     free_gpus: w.free_gpus,
                     zone,
                     depth: w.depth(),
-                    same_job: if kube_like { same_job(w) } else { 0 },
+                    same_job: if spread { same_job(w) } else { 0 },
                     same_job_in_zone: zone.and_then(|z| in_zone.get(&z).copied()).unwrap_or(0),
                     warm: shape.model.is_some_and(|m| w.warm.contains(m)),
                     models: w.warm.len(),
@@ -534,7 +535,7 @@ impl Placer<'_> {
             Strategy::LlmD if pod.inference => llmd::pick(&nodes, &mut rng),
             Strategy::LlmD => kube::pick(&nodes, &pod, &mut rng),
             Strategy::Volcano => volcano::pick(&nodes, &pod, &mut rng),
-            Strategy::RayServe => ray_serve::pick(&nodes, &pod, &mut rng),
+            Strategy::RayServe => ray_serve::pick(&nodes, &pod, n, &mut rng),
             Strategy::Heft => heft::pick(&nodes, &pod),
             // ERDOS places a task on the first worker pool that can accommodate it.
             Strategy::Edf | Strategy::Lsf => (!nodes.is_empty()).then_some(0),

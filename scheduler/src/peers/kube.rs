@@ -94,6 +94,12 @@ pub(crate) fn least_allocated(n: &Node, pod: &Pod) -> i64 {
 }
 
 pub(crate) fn balanced_allocation(n: &Node, pod: &Pod) -> i64 {
+    balanced_allocation_of(n, pod, false)
+}
+
+/// `NodeResourcesBalancedAllocation` over cpu and memory, and GPUs too when `gpus` is set and
+/// the pod requests some (an extended resource the pod does not request is skipped).
+pub(crate) fn balanced_allocation_of(n: &Node, pod: &Pod, gpus: bool) -> i64 {
     let r = requested(n, pod);
     let fraction = |(req, alloc): (i64, i64)| {
         if alloc == 0 {
@@ -102,8 +108,13 @@ pub(crate) fn balanced_allocation(n: &Node, pod: &Pod) -> i64 {
             (req as f64 / alloc as f64).min(1.0)
         }
     };
-    // The standard deviation of two fractions is half their distance.
-    let std = (fraction(r[0]) - fraction(r[1])).abs() / 2.0;
+    let mut f = vec![fraction(r[0]), fraction(r[1])];
+    if gpus && pod.gpus > 0 {
+        let used = i64::from(n.gpus - n.free_gpus) + i64::from(pod.gpus);
+        f.push(fraction((used, i64::from(n.gpus))));
+    }
+    let mean = f.iter().sum::<f64>() / f.len() as f64;
+    let std = (f.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / f.len() as f64).sqrt();
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
 

@@ -12,13 +12,17 @@
 //!   `maxWarmModels` models, which stands for `max_num_models_per_replica` (Ray's default is
 //!   3; the scenario's limit applies).
 //! - other tasks: Ray core's default hybrid scheduling policy
-//!   (`src/ray/raylet/scheduling/policy/hybrid_scheduling_policy.cc`): nodes in a fixed order,
-//!   the first whose critical resource use stays below `scheduler_spread_threshold` (0.5)
-//!   packs the task; when none does, the least used node.
+//!   (`src/ray/raylet/scheduling/policy/hybrid_scheduling_policy.cc` `ScheduleImpl` and
+//!   `GetBestNode`): a task without GPUs tries the nodes without GPUs first
+//!   (`avoid_gpu_nodes`); each available node scores its critical resource utilization, the
+//!   highest share of any resource in use, counted as 0 below `scheduler_spread_threshold`
+//!   (0.5), so lightly used nodes tie and the task packs; the task goes to one of the
+//!   `max(1, 0.2 × nodes)` best nodes (`scheduler_top_k_fraction`), uniformly at random, in
+//!   node order among ties.
 //!
 //! Left out: the 1 s `multiplexed_model_id` matching timeout (routing here is one decision;
-//! the model falls back at once), queue-length probing and its backoff, locality preference,
-//! and the hybrid policy's random choice among the top `scheduler_top_k_fraction` nodes.
+//! the model falls back at once), queue-length probing and its backoff, and the preference for
+//! the submitting (local) node, since SPLAI's jobs are not submitted from a fleet node.
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::Rng;
@@ -26,6 +30,7 @@ use rand_chacha::rand_core::Rng;
 use super::{Node, Pod};
 
 const SPREAD_THRESHOLD: f64 = 0.5;
+const TOP_K_FRACTION: f64 = 0.2;
 
 /// Power of two choices among `candidates` (indices into `nodes`): the shorter queue of two
 /// drawn at random.
@@ -62,37 +67,54 @@ pub(crate) fn pick_replica(nodes: &[Node], rng: &mut ChaCha8Rng) -> Option<usize
     two_choices(nodes, &candidates, rng)
 }
 
-/// The highest share of any resource the node would have in use with the task.
-fn critical_use(n: &Node, pod: &Pod) -> f64 {
-    let share = |total: u32, free: u32, need: u32| {
+/// The highest share of any resource the node has in use, 0 below the spread threshold.
+fn hybrid_score(n: &Node) -> f64 {
+    let share = |total: u32, free: u32| {
         if total == 0 {
             0.0
         } else {
-            f64::from(total - free + need) / f64::from(total)
+            f64::from(total - free) / f64::from(total)
         }
     };
-    share(n.cpu, n.free_cpu, pod.cpu)
-        .max(share(n.mem, n.free_mem, pod.mem))
-        .max(share(n.gpus, n.free_gpus, pod.gpus))
-}
-
-/// Ray core's hybrid policy for a task. `nodes` are in the fleet's fixed order.
-pub(crate) fn pick_hybrid(nodes: &[Node], pod: &Pod) -> Option<usize> {
-    if let Some(i) = nodes
-        .iter()
-        .position(|n| critical_use(n, pod) < SPREAD_THRESHOLD)
-    {
-        return Some(i);
+    let critical = share(n.cpu, n.free_cpu)
+        .max(share(n.mem, n.free_mem))
+        .max(share(n.gpus, n.free_gpus));
+    if critical < SPREAD_THRESHOLD {
+        0.0
+    } else {
+        critical
     }
-    (0..nodes.len())
-        .min_by(|&a, &b| critical_use(&nodes[a], pod).total_cmp(&critical_use(&nodes[b], pod)))
 }
 
-pub(crate) fn pick(nodes: &[Node], pod: &Pod, rng: &mut ChaCha8Rng) -> Option<usize> {
+/// Ray core's hybrid policy for a task. `nodes` are in the fleet's fixed order; `fleet_size`
+/// counts every node of the cluster, as the top-k does.
+pub(crate) fn pick_hybrid(
+    nodes: &[Node],
+    pod: &Pod,
+    fleet_size: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<usize> {
+    let cpu_only: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].gpus == 0).collect();
+    let mut candidates = if pod.gpus == 0 && !cpu_only.is_empty() {
+        cpu_only
+    } else {
+        (0..nodes.len()).collect()
+    };
+    candidates.sort_by(|&a, &b| hybrid_score(&nodes[a]).total_cmp(&hybrid_score(&nodes[b])));
+    let k = ((fleet_size as f64 * TOP_K_FRACTION) as usize).clamp(1, candidates.len().max(1));
+    (!candidates.is_empty()).then(|| candidates[(rng.next_u64() % k as u64) as usize])
+}
+
+pub(crate) fn pick(
+    nodes: &[Node],
+    pod: &Pod,
+    fleet_size: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<usize> {
     if pod.inference {
         pick_replica(nodes, rng)
     } else {
-        pick_hybrid(nodes, pod)
+        pick_hybrid(nodes, pod, fleet_size, rng)
     }
 }
 
@@ -130,15 +152,24 @@ mod tests {
     }
 
     #[test]
-    fn ray_packs_tasks_onto_the_first_node_until_it_is_half_used() {
-        let nodes = [node(0, 8000, 32768).using(2000, 0, 1), node(1, 8000, 32768)];
+    fn ray_packs_tasks_onto_lightly_used_nodes_and_keeps_tasks_without_gpus_off_gpu_nodes() {
         let pod = Pod {
             cpu: 1000,
             mem: 1024,
             ..Pod::default()
         };
-        assert_eq!(pick_hybrid(&nodes, &pod), Some(0));
-        let busy = [node(0, 8000, 32768).using(4000, 0, 2), node(1, 8000, 32768)];
-        assert_eq!(pick_hybrid(&busy, &pod), Some(1));
+        // Below half use every node scores 0: the first in node order takes the task.
+        let light = [node(0, 8000, 32768).using(2000, 0, 1), node(1, 8000, 32768)];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(pick_hybrid(&light, &pod, 2, &mut rng), Some(0));
+        // Above it the less used node wins.
+        let busy = [node(0, 8000, 32768).using(5000, 0, 2), node(1, 8000, 32768)];
+        assert_eq!(pick_hybrid(&busy, &pod, 2, &mut rng), Some(1));
+        // An idle GPU node is passed over for a busier CPU node.
+        let gpu = [
+            node(0, 8000, 32768).gpus(1, 1),
+            node(1, 8000, 32768).using(6000, 0, 3),
+        ];
+        assert_eq!(pick_hybrid(&gpu, &pod, 2, &mut rng), Some(1));
     }
 }

@@ -14,9 +14,11 @@
 //!   `minAvailable` is all of them, or, when they could not all run even on the empty fleet,
 //!   as many (in queue order) as could: the setting a user would need for the job to run.
 //! - predicates: the core's feasibility (fit, models, tools, clearance, zones).
-//! - node order: `nodeorder` (`pkg/scheduler/plugins/nodeorder/nodeorder.go`) with its default
-//!   weights — `leastrequested.weight` 1, `balancedresource.weight` 1, `mostrequested.weight`
-//!   0 — plus `binpack` (`pkg/scheduler/plugins/binpack/binpack.go` `BinPackingScore`) with
+//! - node order: `nodeorder` (`pkg/scheduler/plugins/nodeorder/nodeorder.go`
+//!   `calculateWeight`, `OnSessionOpen`) with its default weights — `leastrequested.weight` 1
+//!   (cpu and memory equally), `balancedresource.weight` 1 (cpu, memory and GPUs),
+//!   `mostrequested.weight` 0, `podtopologyspread.weight` 2 with the system default
+//!   constraints (scored as in [`crate::peers::kube`]) — plus `binpack` (`pkg/scheduler/plugins/binpack/binpack.go` `BinPackingScore`) with
 //!   `binpack.weight` 1 and cpu and memory weights 1: per requested resource
 //!   `(used + request) / allocatable` (0 when it would not fit), averaged and times 100.
 //!   `leastrequested` and `binpack` nearly cancel (they sum to about 100 on cpu and memory),
@@ -32,13 +34,14 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::kube::{balanced_allocation, least_allocated};
+use super::kube::{balanced_allocation_of, least_allocated, topology_spread};
 use super::{Node, Pod, argmax_random_tie};
 
 const MAX_NODE_SCORE: f64 = 100.0;
 const WEIGHT_LEAST_REQUESTED: f64 = 1.0;
 const WEIGHT_BALANCED: f64 = 1.0;
 const WEIGHT_BINPACK: f64 = 1.0;
+const WEIGHT_SPREAD: f64 = 2.0;
 
 /// `binpack`'s score of a node for a task: cpu and memory, weight 1 each.
 pub(crate) fn binpack(n: &Node, pod: &Pod) -> f64 {
@@ -64,12 +67,15 @@ pub(crate) fn binpack(n: &Node, pod: &Pod) -> f64 {
 }
 
 pub(crate) fn scores(nodes: &[Node], pod: &Pod) -> Vec<f64> {
+    let spread = topology_spread(nodes);
     nodes
         .iter()
-        .map(|n| {
+        .zip(spread)
+        .map(|(n, s)| {
             WEIGHT_LEAST_REQUESTED * least_allocated(n, pod) as f64
-                + WEIGHT_BALANCED * balanced_allocation(n, pod) as f64
+                + WEIGHT_BALANCED * balanced_allocation_of(n, pod, true) as f64
                 + binpack(n, pod)
+                + WEIGHT_SPREAD * s as f64
         })
         .collect()
 }
