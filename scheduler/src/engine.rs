@@ -120,6 +120,9 @@ pub(crate) struct TaskRt {
     pub route: Option<Box<ResolvedRoute>>,
     /// When the task, ready, first chose to wait for a busy worker with its model warm.
     pub warm_wait_since: Option<Timestamp>,
+    /// When the task last became ready: where peer policies that queue in arrival order put
+    /// it.
+    pub ready_at: Timestamp,
     /// The latest start, counted from the job's submission, that still lets the job finish
     /// within its critical path: the critical path minus the longest path from this task to
     /// the end (both by duration hints). 0 on the critical path.
@@ -188,6 +191,8 @@ pub(crate) struct TenantRt {
     pub usage: Usage,
     pub quotas: Quotas,
     pub zones: Option<BitSet>,
+    /// What the `kueue` policy's admitted jobs hold of the tenant's quota.
+    pub reserved: Usage,
     /// Jobs waiting for the running-jobs quota: highest priority, then oldest, first.
     pub admission: BTreeSet<(Reverse<i32>, Timestamp, u64, u32)>,
 }

@@ -22,6 +22,7 @@ mod health;
 mod inspect;
 mod intern;
 mod lifecycle;
+mod peers;
 pub mod place;
 pub mod plan;
 pub mod policy;

@@ -11,7 +11,7 @@ use crate::engine::{
 use crate::event::{CancelReason, Effect, Ignored};
 use crate::intern::BitSet;
 use crate::place::Shape;
-use crate::policy::{self};
+use crate::policy::{self, Usage};
 use crate::queue::Queued;
 use crate::score::Strategy;
 use crate::settings::QueueOrder;
@@ -243,6 +243,7 @@ impl Scheduler {
                 error: None,
                 route,
                 warm_wait_since: None,
+                ready_at: Timestamp::ZERO,
                 slack_ms: 0,
                 payload: (payload != TaskPayload::default()).then(|| Box::new(payload)),
             });
@@ -280,6 +281,9 @@ impl Scheduler {
 
     /// Admits the tenant's queued jobs while its running-jobs quota allows.
     pub(crate) fn admit_waiting(&mut self, tenant: u32, now: Timestamp, out: &mut Vec<Effect>) {
+        if self.strategy == Strategy::Kueue {
+            return self.admit_waiting_kueue(tenant, now, out);
+        }
         loop {
             let t = &self.tenants[tenant as usize];
             let Some(&first) = t.admission.first() else {
@@ -299,6 +303,56 @@ impl Scheduler {
             }
             self.tenants[tenant as usize].admission.remove(&first);
             self.admit(first.3, now, out);
+        }
+    }
+
+    /// What Kueue reserves for a job: the sum of its tasks' requests, each task one pod.
+    fn kueue_request(&self, j: u32) -> Usage {
+        let mut need = Usage::default();
+        for t in &self.job(j).tasks {
+            need.take(t.cpu, t.mem, t.gpus);
+        }
+        need
+    }
+
+    /// The `kueue` policy's admission: the tenant's waiting jobs in BestEffortFIFO order, each
+    /// admitted when its whole request fits next to what admitted jobs hold (see
+    /// `crate::peers::kueue`); one that does not fit lets the next try.
+    fn admit_waiting_kueue(&mut self, tenant: u32, now: Timestamp, out: &mut Vec<Effect>) {
+        let waiting: Vec<_> = self.tenants[tenant as usize]
+            .admission
+            .iter()
+            .copied()
+            .collect();
+        for entry in waiting {
+            let j = entry.3;
+            let t = &self.tenants[tenant as usize];
+            let verdict = policy::job_fits(&t.quotas, &t.usage)
+                .map_err(|b| ("QuotaExceeded", b.to_string()))
+                .and_then(|()| {
+                    let need = self.kueue_request(j);
+                    crate::peers::kueue::admits(&t.quotas, &t.reserved, &need)
+                        .map(|()| need)
+                        .map_err(|why| ("Inadmissible", why.to_string()))
+                });
+            match verdict {
+                Ok(need) => {
+                    let r = &mut self.tenants[tenant as usize].reserved;
+                    r.running_tasks += need.running_tasks;
+                    r.cpu_millis += need.cpu_millis;
+                    r.memory_mib += need.memory_mib;
+                    r.gpus += need.gpus;
+                    self.tenants[tenant as usize].admission.remove(&entry);
+                    self.admit(j, now, out);
+                }
+                Err((reason, msg)) => {
+                    let job = self.job_mut(j);
+                    if job.message.as_deref() != Some(msg.as_str()) {
+                        job.reason = Some(reason);
+                        job.message = Some(msg);
+                    }
+                }
+            }
         }
     }
 
@@ -372,6 +426,17 @@ impl Scheduler {
             (Strategy::Splai, QueueOrder::CriticalPath) => {
                 (job.submitted.plus_ms(job.critical_ms), task.slack_ms)
             }
+            (s, _) if s.is_peer() => crate::peers::queue_position(
+                s,
+                &crate::peers::JobFacts {
+                    submitted: job.submitted,
+                    critical_ms: job.critical_ms,
+                    deadline_ms: job.spec.deadline_seconds.map(|s| s.saturating_mul(1000)),
+                },
+                task.ready_at,
+                job.critical_ms - task.slack_ms,
+                task.hint_ms,
+            ),
             _ => (job.submitted, 0),
         };
         (
@@ -388,7 +453,10 @@ impl Scheduler {
 
     pub(crate) fn make_ready(&mut self, j: u32, t: u32) {
         self.set_state(j, t, TaskState::Ready);
-        self.job_mut(j).tasks[t as usize].warm_wait_since = None;
+        let now = self.now;
+        let task = &mut self.job_mut(j).tasks[t as usize];
+        task.warm_wait_since = None;
+        task.ready_at = now;
         let (bucket, q) = self.queued(j, t);
         self.queue.push(bucket, q);
         self.dirty = true;
@@ -572,6 +640,14 @@ impl Scheduler {
         job.finished = Some(now);
         let tenant = job.tenant;
         if was_admitted {
+            if self.strategy == Strategy::Kueue {
+                let need = self.kueue_request(j);
+                let r = &mut self.tenants[tenant as usize].reserved;
+                r.running_tasks -= need.running_tasks;
+                r.cpu_millis -= need.cpu_millis;
+                r.memory_mib -= need.memory_mib;
+                r.gpus -= need.gpus;
+            }
             self.tenants[tenant as usize].usage.running_jobs -= 1;
             self.admit_waiting(tenant, now, out);
         }

@@ -154,6 +154,10 @@ pub enum PendingReason {
         gpus: u32,
     },
     Quota(QuotaBlock),
+    /// The `volcano` policy starts a job's ready tasks together or not at all.
+    Gang {
+        ready: u32,
+    },
 }
 
 impl fmt::Display for PendingReason {
@@ -228,6 +232,10 @@ impl fmt::Display for PendingReason {
                 demand * 100.0
             ),
             Quota(q) => write!(f, "{q}"),
+            Gang { ready } => write!(
+                f,
+                "volcano gang: the job's {ready} ready tasks do not all fit the free capacity at once"
+            ),
         }
     }
 }
@@ -239,6 +247,8 @@ const EVICTION_HALF_DEMAND: f64 = 4.0;
 
 pub(crate) struct Request<'a> {
     pub shape: u32,
+    /// The task's job: kube-scheduler spreads a job's tasks.
+    pub job: u32,
     pub hint_ms: u64,
     pub allowed_zones: Option<&'a BitSet>,
     pub strategy: Strategy,
@@ -396,6 +406,17 @@ impl Placer<'_> {
                     all.len() as u32,
                 )
             }
+            Strategy::KubeScheduler
+            | Strategy::Volcano
+            | Strategy::Kueue
+            | Strategy::LlmD
+            | Strategy::RayServe
+            | Strategy::Heft
+            | Strategy::Edf
+            | Strategy::Lsf => {
+                let (best, candidates) = self.peer_pick(shape, req, &class_feasible, rr_cursor);
+                (best.map(|w| self.scored(shape, req, w)), None, candidates)
+            }
         };
         let Some(best) = best else {
             return Err(self.diagnose(shape, req.allowed_zones, ok));
@@ -423,6 +444,108 @@ impl Placer<'_> {
                 runner_up,
             },
         ))
+    }
+
+    /// A peer policy's choice among the workers that can run the task now, and how many it
+    /// looked at.
+    fn peer_pick(
+        &self,
+        shape: &Shape,
+        req: &Request<'_>,
+        feasible: &dyn Fn(&WorkerRt) -> bool,
+        cursor: &mut usize,
+    ) -> (Option<WorkerId>, u32) {
+        use crate::peers::{Node, Pod, heft, kube, llmd, ray_serve, volcano};
+        let workers = &self.fleet.workers;
+        let n = workers.len();
+        let pod = Pod {
+            cpu: shape.cpu,
+            mem: shape.mem,
+            gpus: shape.gpus,
+            inference: shape.model.is_some(),
+            hint_ms: req.hint_ms,
+            model_load_ms: self.settings.model_load_ms,
+        };
+        let kube_like = match req.strategy {
+            Strategy::KubeScheduler | Strategy::Kueue => true,
+            Strategy::LlmD => !pod.inference,
+            _ => false,
+        };
+        // kube-scheduler scans from where its last cycle stopped until it has found as many
+        // feasible nodes as it scores; the others look at every worker in the fleet's order.
+        let (start, limit) = if kube_like && n > 0 {
+            (*cursor % n, kube::nodes_to_score(n))
+        } else {
+            (0, usize::MAX)
+        };
+        let mut ids: Vec<WorkerId> = Vec::new();
+        let mut scanned = 0;
+        for i in 0..n {
+            let w = (start + i) % n;
+            scanned += 1;
+            if feasible(&workers[w]) {
+                ids.push(w as WorkerId);
+                if ids.len() == limit {
+                    break;
+                }
+            }
+        }
+        if kube_like && n > 0 {
+            *cursor = (start + scanned) % n;
+        }
+        // The job's attempts per worker and per zone, for PodTopologySpread.
+        let spread = kube_like || req.strategy == Strategy::Volcano;
+        let mut in_zone: FxHashMap<u32, u32> = FxHashMap::default();
+        let same_job = |w: &WorkerRt| w.active.iter().filter(|a| a.0 == req.job).count() as u32;
+        if spread {
+            for w in workers {
+                let c = same_job(w);
+                if let (true, Some(z)) = (c > 0, self.fleet.classes[w.class as usize].sig().zone) {
+                    *in_zone.entry(z).or_default() += c;
+                }
+            }
+        }
+        let nodes: Vec<Node> = ids
+            .iter()
+            .map(|&id| {
+                let w = &workers[id as usize];
+                let zone = self.fleet.classes[w.class as usize].sig().zone;
+                Node {
+                    id,
+                    cpu: w.caps.cpu_millis,
+                    mem: w.caps.memory_mib,
+                    gpus: w.caps.gpus,
+                    free_cpu: w.free_cpu,
+                    free_mem: w.free_mem,
+                    free_gpus: w.free_gpus,
+                    zone,
+                    depth: w.depth(),
+                    same_job: if spread { same_job(w) } else { 0 },
+                    same_job_in_zone: zone.and_then(|z| in_zone.get(&z).copied()).unwrap_or(0),
+                    warm: shape.model.is_some_and(|m| w.warm.contains(m)),
+                    models: w.warm.len(),
+                    speed: w.speed,
+                    tie: w.tie_key,
+                }
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(req.rng_key);
+        let pick = match req.strategy {
+            Strategy::KubeScheduler | Strategy::Kueue => kube::pick(&nodes, &pod, &mut rng),
+            Strategy::LlmD if pod.inference => llmd::pick(&nodes, &mut rng),
+            Strategy::LlmD => kube::pick(&nodes, &pod, &mut rng),
+            Strategy::Volcano => volcano::pick(&nodes, &pod, &mut rng),
+            Strategy::RayServe => ray_serve::pick(&nodes, &pod, n, &mut rng),
+            Strategy::Heft => heft::pick(&nodes, &pod),
+            // ERDOS places a task on the first worker pool that can accommodate it.
+            Strategy::Edf | Strategy::Lsf => (!nodes.is_empty()).then_some(0),
+            Strategy::Splai
+            | Strategy::LeastLoaded
+            | Strategy::RoundRobin
+            | Strategy::Random
+            | Strategy::FirstFit => unreachable!("not a peer policy"),
+        };
+        (pick.map(|i| nodes[i].id), nodes.len() as u32)
     }
 
     fn scored(&self, shape: &Shape, req: &Request<'_>, w: WorkerId) -> Scored {

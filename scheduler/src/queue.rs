@@ -135,6 +135,9 @@ pub(crate) struct PassKey {
     pub effective_priority: i64,
     /// `u64::MAX - share`: a smaller share sorts first.
     pub inverse_share: u64,
+    /// A peer policy's own order after the first two (see `crate::peers::pass_key`); 0 for
+    /// SPLAI and the simple baselines.
+    pub then: i64,
     /// Older heads sort first.
     pub inverse_age: std::cmp::Reverse<(Timestamp, u64)>,
     pub bucket: std::cmp::Reverse<u32>,

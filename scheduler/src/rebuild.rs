@@ -299,6 +299,7 @@ impl Scheduler {
             let task = &self.job(j).tasks[t as usize];
             match task.state.clone() {
                 TaskState::Ready if admitted && !terminal => {
+                    self.job_mut(j).tasks[t as usize].ready_at = now;
                     let (bucket, q) = self.queued(j, t);
                     self.queue.push(bucket, q);
                 }

@@ -22,11 +22,34 @@ impl Scheduler {
     pub(crate) fn pass_key(&self, bucket: u32, now: Timestamp) -> Option<PassKey> {
         let b = &self.queue.buckets[bucket as usize];
         let head = b.tasks.first()?;
+        if self.strategy.is_peer() {
+            return Some(crate::peers::pass_key(
+                self.strategy,
+                bucket,
+                b.priority,
+                self.dominant_share(b.tenant),
+                head.due,
+                head.slack,
+                head.job_seq,
+            ));
+        }
         let aging = self.settings.aging_interval_ms.max(1);
         // Waiting work gains a level per interval since its job was submitted, so lower
         // priorities never starve, whatever the order inside a level.
         let boost = (now.since(self.job(head.job).submitted) / aging) as i64;
-        let u = &self.tenants[b.tenant as usize].usage;
+        let dominant = self.dominant_share(b.tenant);
+        Some(PassKey {
+            effective_priority: i64::from(b.priority) + boost,
+            inverse_share: u64::MAX - (dominant.clamp(0.0, 1e6) * 1e9) as u64,
+            then: 0,
+            inverse_age: Reverse((head.due, head.job_seq)),
+            bucket: Reverse(bucket),
+        })
+    }
+
+    /// The tenant's largest share of the fleet's cpu, memory or GPUs in use.
+    fn dominant_share(&self, tenant: u32) -> f64 {
+        let u = &self.tenants[tenant as usize].usage;
         let f = &self.fleet;
         let share = |used: u64, total: u64| {
             if total == 0 {
@@ -35,15 +58,9 @@ impl Scheduler {
                 used as f64 / total as f64
             }
         };
-        let dominant = share(u.cpu_millis, f.total_cpu)
+        share(u.cpu_millis, f.total_cpu)
             .max(share(u.memory_mib, f.total_mem))
-            .max(share(u64::from(u.gpus), f.total_gpus));
-        Some(PassKey {
-            effective_priority: i64::from(b.priority) + boost,
-            inverse_share: u64::MAX - (dominant.clamp(0.0, 1e6) * 1e9) as u64,
-            inverse_age: Reverse((head.due, head.job_seq)),
-            bucket: Reverse(bucket),
-        })
+            .max(share(u64::from(u.gpus), f.total_gpus))
     }
 
     pub(crate) fn set_reason(&mut self, bucket: u32, reason: PendingReason, out: &mut Vec<Effect>) {
@@ -81,6 +98,8 @@ impl Scheduler {
         let mut failed: FxHashMap<(u32, Option<u32>), (PendingReason, Option<Timestamp>)> =
             FxHashMap::default();
         let epoch = self.fleet.epoch;
+        // Volcano: the jobs looked at in this pass, and whether their gang was allocated.
+        let mut gangs: FxHashMap<u32, bool> = FxHashMap::default();
         while let Some(key) = heap.pop() {
             let bucket = key.bucket.0;
             let Some(&head) = self.queue.head(bucket) else {
@@ -105,6 +124,39 @@ impl Scheduler {
                 continue;
             }
             let zone_key = tr.zones.as_ref().map(|_| tenant);
+            if self.strategy == Strategy::Volcano {
+                // Jobs in queue order; one whose gang does not fit does not hold back the jobs
+                // behind it, and a job is allocated at most once per pass.
+                let mut jobs: Vec<u32> = Vec::new();
+                for q in &self.queue.buckets[bucket as usize].tasks {
+                    if !gangs.contains_key(&q.job) && !jobs.contains(&q.job) {
+                        jobs.push(q.job);
+                    }
+                }
+                let mut blocked = None;
+                for j in jobs {
+                    if !self.gang_fits(j, tenant) {
+                        gangs.insert(j, false);
+                        blocked.get_or_insert(j);
+                        continue;
+                    }
+                    gangs.insert(j, true);
+                    // Volcano allocates a job's tasks together, before the next job.
+                    for b in self.allocate_gang(j, now, out).into_iter().chain([bucket]) {
+                        if let Some(k) = self.pass_key(b, now) {
+                            heap.push(k);
+                        }
+                    }
+                    blocked = None;
+                    break;
+                }
+                if let Some(j) = blocked {
+                    let ready = self.ready_tasks(j).len() as u32;
+                    self.park(bucket, epoch, None);
+                    self.set_reason(bucket, PendingReason::Gang { ready }, out);
+                }
+                continue;
+            }
             if let Some((reason, until)) = failed.get(&(shape, zone_key)) {
                 let (reason, until) = (reason.clone(), *until);
                 self.park(bucket, epoch, until);
@@ -114,6 +166,7 @@ impl Scheduler {
             let job = self.job(head.job);
             let req = Request {
                 shape,
+                job: head.job,
                 hint_ms: task.hint_ms,
                 allowed_zones: tr.zones.as_ref(),
                 strategy: self.strategy,
@@ -163,6 +216,106 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The job's tasks in the ready queue, in queue order, with their buckets.
+    fn ready_tasks(&self, j: u32) -> Vec<(u32, Queued)> {
+        let mut ready: Vec<(u32, Queued)> = (0..self.job(j).tasks.len() as u32)
+            .filter(|&t| self.job(j).tasks[t as usize].state == TaskState::Ready)
+            .map(|t| self.queued(j, t))
+            .collect();
+        ready.sort_by_key(|&(_, q)| q);
+        ready
+    }
+
+    /// Volcano's gang check: whether the job's ready tasks (as many as the fleet could ever hold
+    /// at once) fit the free capacity of the healthy workers in the tenant's zones.
+    fn gang_fits(&self, j: u32, tenant: u32) -> bool {
+        let zones = self.tenants[tenant as usize].zones.as_ref();
+        let nodes: Vec<&crate::fleet::WorkerRt> = self
+            .fleet
+            .workers
+            .iter()
+            .filter(|w| {
+                w.eligible()
+                    && zones.is_none_or(|z| {
+                        self.fleet.classes[w.class as usize]
+                            .sig()
+                            .zone
+                            .is_some_and(|id| z.contains(id))
+                    })
+            })
+            .collect();
+        let capacity: Vec<(u32, u32, u32)> = nodes
+            .iter()
+            .map(|w| (w.caps.cpu_millis, w.caps.memory_mib, w.caps.gpus))
+            .collect();
+        let free: Vec<(u32, u32, u32)> = nodes
+            .iter()
+            .map(|w| (w.free_cpu, w.free_mem, w.free_gpus))
+            .collect();
+        let tasks: Vec<(u32, u32, u32)> = self
+            .ready_tasks(j)
+            .iter()
+            .map(|&(_, q)| {
+                let t = &self.job(j).tasks[q.task as usize];
+                (t.cpu, t.mem, t.gpus)
+            })
+            .collect();
+        crate::peers::volcano::gang_ready(&capacity, &free, &tasks)
+    }
+
+    /// Places the job's ready tasks one after another, as Volcano's `allocate` does with the
+    /// job it pops, stopping at the first that finds no worker or quota. Returns the buckets
+    /// it took tasks from.
+    fn allocate_gang(&mut self, j: u32, now: Timestamp, out: &mut Vec<Effect>) -> Vec<u32> {
+        let mut touched = Vec::new();
+        for (bucket, q) in self.ready_tasks(j) {
+            let task = &self.job(j).tasks[q.task as usize];
+            let (tenant, shape) = {
+                let b = &self.queue.buckets[bucket as usize];
+                (b.tenant, b.shape)
+            };
+            let tr = &self.tenants[tenant as usize];
+            if let Err(block) = policy::task_fits(&tr.quotas, &tr.usage, task.cpu, task.gpus) {
+                self.set_reason(bucket, PendingReason::Quota(block), out);
+                break;
+            }
+            let job = self.job(j);
+            let req = Request {
+                shape,
+                job: j,
+                hint_ms: task.hint_ms,
+                allowed_zones: tr.zones.as_ref(),
+                strategy: self.strategy,
+                rng_key: stable_hash(&[
+                    &self.seed.to_le_bytes(),
+                    job.key.as_bytes(),
+                    task.id.as_bytes(),
+                    &task.attempt.to_le_bytes(),
+                ]),
+            };
+            let placer = Placer {
+                fleet: &self.fleet,
+                settings: &self.settings,
+                demand: &self.queue.demand,
+            };
+            match placer.place(&mut self.shapes, &req, &mut self.rr_cursor) {
+                Ok((worker, explanation)) => {
+                    self.queue.buckets[bucket as usize].parked = None;
+                    self.queue.remove(bucket, &q);
+                    self.assign(j, q.task, worker, explanation, now, out);
+                    touched.push(bucket);
+                }
+                Err(reason) => {
+                    self.set_reason(bucket, reason, out);
+                    break;
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        touched
     }
 
     /// Whether a task whose best free worker would load its model cold should rather wait for

@@ -110,7 +110,9 @@ impl fmt::Display for Term {
     }
 }
 
-/// How a worker is chosen. `splai` is the scored policy; the others are baselines to compare with.
+/// How work is ordered and a worker chosen. `splai` is the scored policy. The simple baselines
+/// (`least-loaded`, `round-robin`, `random`, `first-fit`) and the models of peer schedulers
+/// (see `crate::peers`) are there to compare with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
@@ -121,15 +123,41 @@ pub enum Strategy {
     /// Uniform over feasible workers, seeded: the same seed and inputs give the same choices.
     Random,
     FirstFit,
+    /// Kubernetes' default scheduler profile (`crate::peers::kube`).
+    KubeScheduler,
+    /// Volcano's default `volcano-scheduler.conf` (`crate::peers::volcano`).
+    Volcano,
+    /// Kueue quota admission in front of kube-scheduler (`crate::peers::kueue`).
+    Kueue,
+    /// The Gateway API Inference Extension endpoint picker, as llm-d deploys it
+    /// (`crate::peers::llmd`).
+    #[serde(rename = "llm-d")]
+    LlmD,
+    /// Ray Serve's multiplexed-model routing (`crate::peers::ray_serve`).
+    RayServe,
+    /// Heterogeneous Earliest Finish Time list scheduling (`crate::peers::heft`).
+    Heft,
+    /// Earliest deadline first, as in the ERDOS scheduling simulator (`crate::peers::deadline`).
+    Edf,
+    /// Least slack first, as in the ERDOS scheduling simulator (`crate::peers::deadline`).
+    Lsf,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 13] = [
         Strategy::Splai,
         Strategy::LeastLoaded,
         Strategy::RoundRobin,
         Strategy::Random,
         Strategy::FirstFit,
+        Strategy::KubeScheduler,
+        Strategy::Volcano,
+        Strategy::Kueue,
+        Strategy::LlmD,
+        Strategy::RayServe,
+        Strategy::Heft,
+        Strategy::Edf,
+        Strategy::Lsf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -139,7 +167,27 @@ impl Strategy {
             Strategy::RoundRobin => "round-robin",
             Strategy::Random => "random",
             Strategy::FirstFit => "first-fit",
+            Strategy::KubeScheduler => "kube-scheduler",
+            Strategy::Volcano => "volcano",
+            Strategy::Kueue => "kueue",
+            Strategy::LlmD => "llm-d",
+            Strategy::RayServe => "ray-serve",
+            Strategy::Heft => "heft",
+            Strategy::Edf => "edf",
+            Strategy::Lsf => "lsf",
         }
+    }
+
+    /// Whether this is a model of a peer scheduler, which brings its own queue order.
+    pub fn is_peer(self) -> bool {
+        !matches!(
+            self,
+            Strategy::Splai
+                | Strategy::LeastLoaded
+                | Strategy::RoundRobin
+                | Strategy::Random
+                | Strategy::FirstFit
+        )
     }
 }
 

@@ -29,7 +29,8 @@ enum Command {
         /// The seed of every random draw in the run [default: the scenario's `seed`].
         #[arg(long)]
         seed: Option<u64>,
-        /// The scheduling policy: the full SPLAI scheduler or one of the baselines.
+        /// The scheduling policy: the full SPLAI scheduler, a simple baseline, or a model of a peer
+        /// scheduler (kube-scheduler onwards; see scheduler/src/peers/).
         #[arg(long, default_value = Strategy::Splai.name(), value_parser = policy())]
         policy: Strategy,
         /// The simulation engine.
@@ -152,6 +153,10 @@ enum Import {
         /// Drop jobs with a task longer than this.
         #[arg(long, default_value_t = 1800)]
         max_task_seconds: u64,
+        /// Give each job a deadline (deadlineSeconds) of F times its critical path, for the
+        /// edf and lsf policies; without it, jobs have no deadline.
+        #[arg(long, value_name = "F")]
+        deadline_factor: Option<f64>,
     },
     /// cluster-trace-v2026-GenAI requests (lora_request_trace.csv).
     #[command(name = "alibaba-genai")]
@@ -341,6 +346,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     load,
                     max_instances,
                     max_task_seconds,
+                    deadline_factor,
                 } => {
                     let opts = splai_sim::import::v2018::Options {
                         jobs,
@@ -349,6 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         load,
                         max_instances,
                         max_task_seconds,
+                        deadline_factor,
                     };
                     let (sc, r) =
                         splai_sim::import::v2018::import(&batch_task_csv, &opts, &command)?;

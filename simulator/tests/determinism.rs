@@ -15,10 +15,14 @@ fn quickstart() -> Scenario {
 }
 
 fn run_into(sc: &Scenario, seed: u64, dir: &Path) -> String {
+    run_policy_into(sc, seed, Strategy::Splai, dir)
+}
+
+fn run_policy_into(sc: &Scenario, seed: u64, strategy: Strategy, dir: &Path) -> String {
     let r = Run {
         scenario: sc,
         seed,
-        strategy: Strategy::Splai,
+        strategy,
         engine: Engine::Des,
         check_invariants: false,
         explain: None,
@@ -43,6 +47,20 @@ fn the_same_scenario_and_seed_give_byte_identical_outputs() {
         fa.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
     assert_eq!(fa, fb);
+}
+
+#[test]
+fn every_policy_gives_byte_identical_outputs_for_the_same_seed() {
+    let sc = quickstart();
+    for p in Strategy::ALL {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (da, db) = (
+            run_policy_into(&sc, 3, p, a.path()),
+            run_policy_into(&sc, 3, p, b.path()),
+        );
+        assert_eq!(da, db, "{}", p.name());
+        assert_eq!(outputs(a.path()), outputs(b.path()), "{}", p.name());
+    }
 }
 
 #[test]

@@ -25,6 +25,12 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u64>,
+    /// When the job should have finished, counted from its submission. Only the deadline-driven
+    /// policies (`edf`, `lsf`) read it; a job without one counts its critical path as its
+    /// deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub deadline_seconds: Option<u64>,
     /// The planner's input, used only when `tasks` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Box<PlanSpec>>,

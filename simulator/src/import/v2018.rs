@@ -37,6 +37,9 @@ pub struct Options<'a> {
     /// Jobs with a task longer than this are dropped (and counted): a handful of hours-long tasks
     /// would otherwise dominate every makespan after arrivals are compressed.
     pub max_task_seconds: u64,
+    /// Gives each job `deadlineSeconds` of this many times its critical path (by the trace's
+    /// durations, rounded up to a second), as the ERDOS simulator's deadlines are; none without.
+    pub deadline_factor: Option<f64>,
 }
 
 /// Machines of the trace: 96 cores and (normalised) memory 100, taken as 96 GiB.
@@ -71,6 +74,11 @@ fn parse_name(name: &str) -> Option<(u32, Vec<u32>)> {
 }
 
 pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
+    if let Some(f) = opts.deadline_factor
+        && !(f > 0.0 && f.is_finite())
+    {
+        bail!("--deadline-factor must be a positive number, such as 1.5 (got {f})");
+    }
     let mut report = Report::default();
     let fleet = match opts.fleet {
         Some(p) => cpu_fleet(p, opts.workers, &mut report)?,
@@ -224,7 +232,7 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
                 "{name}: dependencies on tasks missing from the trace were dropped"
             ));
         }
-        let spec = JobSpec {
+        let mut spec = JobSpec {
             tenant: "batch".into(),
             tasks,
             dependencies,
@@ -248,6 +256,10 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
                 .max()
                 .unwrap_or(0);
         }
+        let critical_ms = (0..spec.tasks.len() as u32)
+            .map(|t| earliest[t as usize] + run(t))
+            .max()
+            .unwrap_or(0);
         profiles.push(Profile {
             tasks: (0..spec.tasks.len() as u32)
                 .map(|t| {
@@ -258,6 +270,9 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
         });
         report.jobs_kept += 1;
         report.tasks_kept += spec.tasks.len() as u64;
+        if let Some(f) = opts.deadline_factor {
+            spec.deadline_seconds = Some((critical_ms as f64 * f / 1000.0).ceil().max(1.0) as u64);
+        }
         let at_ms = (arrival - first) * 1000;
         last_arrival = last_arrival.max(at_ms);
         arrivals.push(JobArrival {
@@ -394,6 +409,32 @@ fn cpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_factor_gives_each_job_that_multiple_of_its_critical_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("batch_task.csv");
+        // M1 (100 s) then R2_1 (50 s): a critical path of 150 s.
+        std::fs::write(
+            &csv,
+            "M1,1,j_1,1,Terminated,1000,1100,100,0.5\nR2_1,1,j_1,1,Terminated,1100,1150,100,0.5\n",
+        )
+        .unwrap();
+        let opts = |deadline_factor| Options {
+            jobs: None,
+            fleet: None,
+            workers: 1,
+            load: 0.0,
+            max_instances: 8,
+            max_task_seconds: 1800,
+            deadline_factor,
+        };
+        let (sc, _) = import(&csv, &opts(Some(1.5)), "test").unwrap();
+        assert_eq!(sc.workload.jobs[0].spec.deadline_seconds, Some(225));
+        let (sc, _) = import(&csv, &opts(None), "test").unwrap();
+        assert_eq!(sc.workload.jobs[0].spec.deadline_seconds, None);
+        assert!(import(&csv, &opts(Some(0.0)), "test").is_err());
+    }
 
     #[test]
     fn task_names_encode_the_dag() {
