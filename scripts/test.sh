@@ -34,9 +34,9 @@ phase() {
   "$@" || status=$?
   local took=$((SECONDS - start))
   if [ "$status" -eq 0 ]; then
-    summary+=("$(printf '%-28s ok       %5d s' "$name" "$took")")
+    summary+=("$(printf '%-40s ok       %5d s' "$name" "$took")")
   else
-    summary+=("$(printf '%-28s FAILED   %5d s  (exit %d)' "$name" "$took" "$status")")
+    summary+=("$(printf '%-40s FAILED   %5d s  (exit %d)' "$name" "$took" "$status")")
     broken=$((broken + 1))
   fi
   return "$status"
@@ -100,7 +100,7 @@ if phase "splai-sim (release build)" cargo build --release -q -p splai-sim; then
 else
   # Nothing of the gate or the sweeps could run: count them as skipped, and say so.
   skipped=$((skipped + 1 + ${#sweeps[@]} * 200))
-  summary+=("$(printf '%-28s NOT RUN  (the simulator did not build)' 'quality gate and sweeps')")
+  summary+=("$(printf '%-40s NOT RUN  (the simulator did not build)' 'quality gate and sweeps')")
 fi
 
 echo "== summary"
