@@ -2,10 +2,10 @@
 //! given the reason it waits.
 
 use crate::Strategy;
-use crate::engine::{Scheduler, TaskState, Timer, traceparent};
+use crate::engine::{Scheduler, TaskRt, TaskState, Timer, traceparent};
 use crate::event::{Assignment, Effect};
 use crate::fleet::WorkerId;
-use crate::intern::stable_hash;
+use crate::intern::{BitSet, stable_hash};
 use crate::place::{PendingReason, Placer, Request};
 use crate::policy::{self};
 use crate::queue::PassKey;
@@ -45,6 +45,30 @@ impl Scheduler {
             inverse_age: Reverse((head.due, head.job_seq)),
             bucket: Reverse(bucket),
         })
+    }
+
+    /// What the placer is asked for one task of job `j`; `rng_key` seeds the random choices of
+    /// this one decision, so the same inputs give the same choice.
+    fn request<'a>(
+        &self,
+        j: u32,
+        task: &TaskRt,
+        shape: u32,
+        allowed_zones: Option<&'a BitSet>,
+    ) -> Request<'a> {
+        Request {
+            shape,
+            job: j,
+            hint_ms: task.hint_ms,
+            allowed_zones,
+            strategy: self.strategy,
+            rng_key: stable_hash(&[
+                &self.seed.to_le_bytes(),
+                self.job(j).key.as_bytes(),
+                task.id.as_bytes(),
+                &task.attempt.to_le_bytes(),
+            ]),
+        }
     }
 
     /// The tenant's largest share of the fleet's cpu, memory or GPUs in use.
@@ -163,20 +187,7 @@ impl Scheduler {
                 self.set_reason(bucket, reason, out);
                 continue;
             }
-            let job = self.job(head.job);
-            let req = Request {
-                shape,
-                job: head.job,
-                hint_ms: task.hint_ms,
-                allowed_zones: tr.zones.as_ref(),
-                strategy: self.strategy,
-                rng_key: stable_hash(&[
-                    &self.seed.to_le_bytes(),
-                    job.key.as_bytes(),
-                    task.id.as_bytes(),
-                    &task.attempt.to_le_bytes(),
-                ]),
-            };
+            let req = self.request(head.job, task, shape, tr.zones.as_ref());
             let placer = Placer {
                 fleet: &self.fleet,
                 settings: &self.settings,
@@ -281,20 +292,7 @@ impl Scheduler {
                 self.set_reason(bucket, PendingReason::Quota(block), out);
                 break;
             }
-            let job = self.job(j);
-            let req = Request {
-                shape,
-                job: j,
-                hint_ms: task.hint_ms,
-                allowed_zones: tr.zones.as_ref(),
-                strategy: self.strategy,
-                rng_key: stable_hash(&[
-                    &self.seed.to_le_bytes(),
-                    job.key.as_bytes(),
-                    task.id.as_bytes(),
-                    &task.attempt.to_le_bytes(),
-                ]),
-            };
+            let req = self.request(j, task, shape, tr.zones.as_ref());
             let placer = Placer {
                 fleet: &self.fleet,
                 settings: &self.settings,

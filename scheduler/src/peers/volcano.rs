@@ -95,16 +95,7 @@ pub(crate) fn gang_ready(
     let mut room = capacity.to_vec();
     let min_available = tasks
         .iter()
-        .take_while(|&&(c, m, g)| {
-            room.iter_mut()
-                .find(|f| f.0 >= c && f.1 >= m && f.2 >= g)
-                .map(|f| {
-                    f.0 -= c;
-                    f.1 -= m;
-                    f.2 -= g;
-                })
-                .is_some()
-        })
+        .take_while(|&&task| first_fit(&mut room, task))
         .count();
     gang_fits(free, &tasks[..min_available])
 }
@@ -116,16 +107,20 @@ pub(crate) fn gang_fits(nodes: &[(u32, u32, u32)], tasks: &[(u32, u32, u32)]) ->
     let mut free = nodes.to_vec();
     let mut tasks = tasks.to_vec();
     tasks.sort_unstable_by(|a, b| b.cmp(a));
-    tasks.iter().all(|&(c, m, g)| {
-        free.iter_mut()
-            .find(|f| f.0 >= c && f.1 >= m && f.2 >= g)
-            .map(|f| {
-                f.0 -= c;
-                f.1 -= m;
-                f.2 -= g;
-            })
-            .is_some()
-    })
+    tasks.iter().all(|&task| first_fit(&mut free, task))
+}
+
+/// Takes `(cpu, mem, gpus)` from the first node with room for it; false if none has.
+fn first_fit(nodes: &mut [(u32, u32, u32)], (c, m, g): (u32, u32, u32)) -> bool {
+    nodes
+        .iter_mut()
+        .find(|f| f.0 >= c && f.1 >= m && f.2 >= g)
+        .map(|f| {
+            f.0 -= c;
+            f.1 -= m;
+            f.2 -= g;
+        })
+        .is_some()
 }
 
 #[cfg(test)]
