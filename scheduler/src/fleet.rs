@@ -20,6 +20,9 @@ pub(crate) type WorkerId = u32;
 /// A worker's place in a class's load order.
 pub(crate) type LoadKey = (u32, u64, WorkerId);
 
+/// A worker's place in a class's free-capacity order: (free GPUs, free cpu, tie key, worker).
+pub(crate) type FreeKey = (u32, u32, u64, WorkerId);
+
 /// Static capabilities, with strings interned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ClassSig {
@@ -43,6 +46,9 @@ pub(crate) struct Class {
     /// Healthy members as (active attempts, tie key, worker): least loaded first, and among
     /// equals in the order the score's tie-break prefers.
     pub by_load: BTreeSet<LoadKey>,
+    /// Healthy members, fewest free GPUs then least free cpu first: the tightest fits for a
+    /// task that packs (see `score::ScoreTerms::packing`) are the first that fit.
+    pub by_free: BTreeSet<FreeKey>,
     /// Healthy members with a model warm, per model.
     pub warm: FxHashMap<u32, BTreeSet<LoadKey>>,
 }
@@ -246,8 +252,10 @@ impl Fleet {
             return;
         }
         let key = (w.depth(), w.tie_key, id);
+        let free = (w.free_gpus, w.free_cpu, w.tie_key, id);
         let class = &mut self.classes[w.class as usize];
         class.by_load.remove(&key);
+        class.by_free.remove(&free);
         for m in w.warm.iter() {
             if let Some(set) = class.warm.get_mut(&m) {
                 set.remove(&key);
@@ -261,8 +269,10 @@ impl Fleet {
             return;
         }
         let key = (w.depth(), w.tie_key, id);
+        let free = (w.free_gpus, w.free_cpu, w.tie_key, id);
         let class = &mut self.classes[w.class as usize];
         class.by_load.insert(key);
+        class.by_free.insert(free);
         for m in w.warm.iter() {
             class.warm.entry(m).or_default().insert(key);
         }

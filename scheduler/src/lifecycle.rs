@@ -203,8 +203,11 @@ impl Scheduler {
                     .map(|c| f.classifications.intern(c)),
             };
             let model = shape.model;
+            let size = model.is_none().then_some((shape.cpu, shape.gpus));
             let shape = self.shapes.intern(shape);
-            let bucket = self.queue.bucket_of(job.priority, job.tenant, shape, model);
+            let bucket = self
+                .queue
+                .bucket_of(job.priority, job.tenant, shape, model, size);
             let route = routes
                 .as_mut()
                 .and_then(Iterator::next)

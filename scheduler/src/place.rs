@@ -252,6 +252,9 @@ pub(crate) struct Request<'a> {
     pub hint_ms: u64,
     pub allowed_zones: Option<&'a BitSet>,
     pub strategy: Strategy,
+    /// Whether the task packs (`ScoreTerms::packing`): it loads no model and larger tasks
+    /// without a model wait in the queue.
+    pub packs: bool,
     /// Seeds the `random` baseline for this one decision.
     pub rng_key: u64,
 }
@@ -281,7 +284,8 @@ impl Placer<'_> {
         })
     }
 
-    fn terms(&self, shape: &Shape, hint_ms: u64, w: &WorkerRt) -> Scored {
+    fn terms(&self, shape: &Shape, req: &Request<'_>, w: &WorkerRt) -> Scored {
+        let hint_ms = req.hint_ms;
         let s = self.settings;
         let sig = self.fleet.classes[w.class as usize].sig();
         let capability_match = if shape.gpus > 0 {
@@ -314,12 +318,27 @@ impl Placer<'_> {
             }
         };
         let locality = shape.locality.is_some() && shape.locality == sig.zone;
+        let packing = if req.packs {
+            let after = |cap: u32, free: u32, ask: u32| {
+                if cap == 0 {
+                    0.0
+                } else {
+                    f64::from(cap - free.min(cap) + ask).min(f64::from(cap)) / f64::from(cap)
+                }
+            };
+            after(w.caps.cpu_millis, w.free_cpu, shape.cpu)
+                .max(after(w.caps.memory_mib, w.free_mem, shape.mem))
+                .max(after(w.caps.gpus, w.free_gpus, shape.gpus))
+        } else {
+            0.0
+        };
         let depth = f64::from(w.depth());
         let predicted = hint_ms as f64 / w.speed + if cold { s.model_load_ms as f64 } else { 0.0 };
         let terms = ScoreTerms {
             capability_match,
             model_warm_cache,
             locality_score: if locality { 1.0 } else { 0.0 },
+            packing,
             queue_penalty: depth / (depth + s.queue_half_depth.max(1e-9)),
             latency_prediction: predicted / (predicted + s.latency_half_ms.max(1e-9)),
         };
@@ -551,7 +570,7 @@ impl Placer<'_> {
     fn scored(&self, shape: &Shape, req: &Request<'_>, w: WorkerId) -> Scored {
         Scored {
             worker: w,
-            ..self.terms(shape, req.hint_ms, &self.fleet.workers[w as usize])
+            ..self.terms(shape, req, &self.fleet.workers[w as usize])
         }
     }
 
@@ -559,10 +578,11 @@ impl Placer<'_> {
     ///
     /// Classes are visited best static score first (`capability_match` and `locality_score`
     /// depend only on the class). In each class it scores up to `candidates_per_class` feasible
-    /// workers that have the model warm and as many of the least loaded: within a class the other
-    /// terms differ only by queue depth, warmth and observed speed, so deeper in a list lies no
-    /// better worker unless its observed speed is much higher. A class is skipped when even its
-    /// best case — static terms, a warm model, its shortest queue, no latency — cannot beat the
+    /// workers that have the model warm, as many of the least loaded and, for a task that packs,
+    /// as many of the tightest fits: within a class the other terms differ only by queue depth,
+    /// warmth, fullness and observed speed, so deeper in a list lies no better worker unless its
+    /// observed speed is much higher. A class is skipped when even its best case — static
+    /// terms, a warm model, a full worker, its shortest queue, no latency — cannot beat the
     /// runner-up so far, and the scan stops when no later class can.
     fn best_scored(
         &self,
@@ -588,11 +608,13 @@ impl Placer<'_> {
         .iter()
         .all(|x| *x >= 0.0)
             && k != usize::MAX;
+        // The most the class-dependent terms can add: a warm model, or a worker filled up.
         let warm_bonus = if shape.model.is_some() {
             w.model_warm_cache
         } else {
-            0.0
+            w.packing
         };
+        let packs = req.packs && w.packing > 0.0;
         let half = self.settings.queue_half_depth.max(1e-9);
         let mut best: Option<Scored> = None;
         let mut second: Option<Scored> = None;
@@ -621,35 +643,57 @@ impl Placer<'_> {
                     break;
                 }
                 let depth = f64::from(min_depth);
-                let bound = static_score + if warm.is_some() { warm_bonus } else { 0.0 }
+                let bound = static_score
+                    + if warm.is_some() || packs {
+                        warm_bonus
+                    } else {
+                        0.0
+                    }
                     - w.queue_penalty * depth / (depth + half);
                 if bound < floor {
                     continue;
                 }
             }
-            for list in [warm, Some(&class.by_load)].into_iter().flatten() {
-                let mut taken = 0;
-                for &(_, _, wid) in list.iter().take(scan_limit) {
-                    let worker = &self.fleet.workers[wid as usize];
-                    if !feasible(worker)
-                        || best.as_ref().is_some_and(|b| b.worker == wid)
-                        || second.as_ref().is_some_and(|b| b.worker == wid)
-                    {
-                        continue;
+            // Scores up to `k` feasible workers of one list, skipping those already scored.
+            macro_rules! scan {
+                ($ids:expr) => {{
+                    let mut taken = 0;
+                    for wid in $ids.take(scan_limit) {
+                        let worker = &self.fleet.workers[wid as usize];
+                        if !feasible(worker)
+                            || best.as_ref().is_some_and(|b| b.worker == wid)
+                            || second.as_ref().is_some_and(|b| b.worker == wid)
+                        {
+                            continue;
+                        }
+                        count += 1;
+                        let s = self.scored(shape, req, wid);
+                        if best.as_ref().is_none_or(|b| better(&s, b)) {
+                            second = best.take();
+                            best = Some(s);
+                        } else if second.as_ref().is_none_or(|b| better(&s, b)) {
+                            second = Some(s);
+                        }
+                        taken += 1;
+                        if taken == k {
+                            break;
+                        }
                     }
-                    count += 1;
-                    let s = self.scored(shape, req, wid);
-                    if best.as_ref().is_none_or(|b| better(&s, b)) {
-                        second = best.take();
-                        best = Some(s);
-                    } else if second.as_ref().is_none_or(|b| better(&s, b)) {
-                        second = Some(s);
-                    }
-                    taken += 1;
-                    if taken == k {
-                        break;
-                    }
-                }
+                }};
+            }
+            if let Some(warm) = warm {
+                scan!(warm.iter().map(|&(_, _, wid)| wid));
+            }
+            scan!(class.by_load.iter().map(|&(_, _, wid)| wid));
+            if packs {
+                // The tightest fits: the fewest free GPUs, then the least free cpu, that can
+                // hold the task.
+                scan!(
+                    class
+                        .by_free
+                        .range((shape.gpus, shape.cpu, 0, 0)..)
+                        .map(|&(_, _, _, wid)| wid)
+                );
             }
         }
         (best, second, count)

@@ -6,7 +6,7 @@
 //! bucket are interchangeable for placement, so when the head of a bucket cannot be placed, the
 //! rest of the bucket is skipped for that pass.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 
@@ -31,6 +31,8 @@ pub(crate) struct Bucket {
     pub shape: u32,
     /// The model the bucket's tasks need, if any.
     pub model: Option<u32>,
+    /// The cpu and GPUs each task asks for, for tasks without a model (those that pack).
+    pub size: Option<(u32, u32)>,
     pub tasks: BTreeSet<Queued>,
     pub reason: Option<PendingReason>,
     /// Found no worker (or chose to wait) at this fleet epoch; skip it until the epoch moves or,
@@ -49,10 +51,32 @@ pub(crate) struct ReadyQueue {
     pub demand: Vec<u32>,
     /// Attempts in flight per model id: with `demand`, how much work each model has.
     pub running: Vec<u32>,
+    /// Queued tasks without a model, counted by the cpu and by the GPUs they ask for: whether
+    /// larger tasks wait, for which smaller ones should leave whole workers free.
+    waiting_cpu: BTreeMap<u32, u32>,
+    waiting_gpus: BTreeMap<u32, u32>,
+}
+
+fn count(map: &mut BTreeMap<u32, u32>, key: u32, add: bool) {
+    if add {
+        *map.entry(key).or_default() += 1;
+    } else if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
 }
 
 impl ReadyQueue {
-    pub fn bucket_of(&mut self, priority: i32, tenant: u32, shape: u32, model: Option<u32>) -> u32 {
+    pub fn bucket_of(
+        &mut self,
+        priority: i32,
+        tenant: u32,
+        shape: u32,
+        model: Option<u32>,
+        size: Option<(u32, u32)>,
+    ) -> u32 {
         *self
             .ids
             .entry((priority, tenant, shape))
@@ -62,6 +86,7 @@ impl ReadyQueue {
                     tenant,
                     shape,
                     model,
+                    size,
                     tasks: BTreeSet::new(),
                     reason: None,
                     parked: None,
@@ -80,6 +105,10 @@ impl ReadyQueue {
                 }
                 self.demand[m] += 1;
             }
+            if let Some((cpu, gpus)) = self.buckets[bucket as usize].size {
+                count(&mut self.waiting_cpu, cpu, true);
+                count(&mut self.waiting_gpus, gpus, true);
+            }
             self.nonempty.insert(bucket);
         }
     }
@@ -91,6 +120,10 @@ impl ReadyQueue {
             self.len -= 1;
             if let Some(m) = b.model {
                 self.demand[m as usize] -= 1;
+            }
+            if let Some((cpu, gpus)) = b.size {
+                count(&mut self.waiting_cpu, cpu, false);
+                count(&mut self.waiting_gpus, gpus, false);
             }
             if b.tasks.is_empty() {
                 b.reason = None;
@@ -124,6 +157,17 @@ impl ReadyQueue {
         )
     }
 
+    /// Whether a queued task without a model asks for more cpu or more GPUs than this.
+    pub fn larger_waits(&self, cpu: u32, gpus: u32) -> bool {
+        self.waiting_cpu
+            .last_key_value()
+            .is_some_and(|(&c, _)| c > cpu)
+            || self
+                .waiting_gpus
+                .last_key_value()
+                .is_some_and(|(&g, _)| g > gpus)
+    }
+
     pub fn head(&self, bucket: u32) -> Option<&Queued> {
         self.buckets[bucket as usize].tasks.first()
     }
@@ -139,6 +183,6 @@ pub(crate) struct PassKey {
     /// SPLAI and the simple baselines.
     pub then: i64,
     /// Older heads sort first.
-    pub inverse_age: std::cmp::Reverse<(Timestamp, u64)>,
+    pub inverse_age: std::cmp::Reverse<(Timestamp, u64, u64)>,
     pub bucket: std::cmp::Reverse<u32>,
 }

@@ -34,15 +34,18 @@ impl Scheduler {
             ));
         }
         let aging = self.settings.aging_interval_ms.max(1);
-        // Waiting work gains a level per interval since its job was submitted, so lower
-        // priorities never starve, whatever the order inside a level.
-        let boost = (now.since(self.job(head.job).submitted) / aging) as i64;
+        // Waiting work gains a level per interval past its due time (its job's submission in
+        // arrival order, the end of its critical path otherwise), so lower priorities never
+        // starve. Counting from the due time keeps the boost monotone in the queue order: inside
+        // a level, a job that is due later never overtakes one due earlier by having waited
+        // longer, which counting from submission did (a long job aged past short ones).
+        let boost = (now.since(head.due) / aging) as i64;
         let dominant = self.dominant_share(b.tenant);
         Some(PassKey {
             effective_priority: i64::from(b.priority) + boost,
             inverse_share: u64::MAX - (dominant.clamp(0.0, 1e6) * 1e9) as u64,
             then: 0,
-            inverse_age: Reverse((head.due, head.job_seq)),
+            inverse_age: Reverse((head.due, head.slack, head.job_seq)),
             bucket: Reverse(bucket),
         })
     }
@@ -56,12 +59,14 @@ impl Scheduler {
         shape: u32,
         allowed_zones: Option<&'a BitSet>,
     ) -> Request<'a> {
+        let packs = task.model.is_none() && self.queue.larger_waits(task.cpu, task.gpus);
         Request {
             shape,
             job: j,
             hint_ms: task.hint_ms,
             allowed_zones,
             strategy: self.strategy,
+            packs,
             rng_key: stable_hash(&[
                 &self.seed.to_le_bytes(),
                 self.job(j).key.as_bytes(),

@@ -1,6 +1,6 @@
 //! The SPLAI score and its explanation.
 //!
-//! `score = capability_match + model_warm_cache + locality_score - queue_penalty - latency_prediction`,
+//! `score = capability_match + model_warm_cache + locality_score + packing - queue_penalty - latency_prediction`,
 //! each term in [0, 1] and multiplied by its weight:
 //!
 //! - `capability_match`: how well the worker's special hardware fits. A GPU task scores
@@ -10,6 +10,12 @@
 //!   scores 0.25 when the worker's cache has room (as far as its heartbeats have shown) or would
 //!   evict a model nobody waits for, falling towards 0 as the evicted model has more queued tasks.
 //! - `locality_score`: 1 when the worker is in the task's preferred locality.
+//! - `packing`: while tasks without a model that ask for more cpu or GPUs than this one wait in
+//!   the queue, the worker's largest share of cpu, memory or GPUs in use once this task is
+//!   placed. Filling busy workers first keeps whole workers free for the larger tasks, where
+//!   spreading would strand capacity none of them can use (fragmentation). Otherwise 0: with
+//!   no larger task waiting, spreading costs nothing and keeps more workers' speed in view, and
+//!   inference tasks follow warm caches and queues, which packing would only disturb.
 //! - `queue_penalty`: `depth / (depth + queueHalfDepth)` over the worker's active attempts.
 //! - `latency_prediction`: `p / (p + latencyHalfMs)`, where `p` is the predicted run time: the
 //!   task's duration hint divided by the worker's observed speed, plus a model load when cold.
@@ -26,6 +32,7 @@ pub struct Weights {
     pub capability_match: f64,
     pub model_warm_cache: f64,
     pub locality_score: f64,
+    pub packing: f64,
     pub queue_penalty: f64,
     pub latency_prediction: f64,
 }
@@ -36,6 +43,7 @@ impl Default for Weights {
             capability_match: 1.0,
             model_warm_cache: 1.0,
             locality_score: 0.5,
+            packing: 1.0,
             queue_penalty: 0.5,
             latency_prediction: 1.0,
         }
@@ -49,6 +57,9 @@ pub struct ScoreTerms {
     pub capability_match: f64,
     pub model_warm_cache: f64,
     pub locality_score: f64,
+    /// Absent from explanations written before the term existed.
+    #[serde(default)]
+    pub packing: f64,
     pub queue_penalty: f64,
     pub latency_prediction: f64,
 }
@@ -58,12 +69,13 @@ impl ScoreTerms {
         w.capability_match * self.capability_match
             + w.model_warm_cache * self.model_warm_cache
             + w.locality_score * self.locality_score
+            + w.packing * self.packing
             - w.queue_penalty * self.queue_penalty
             - w.latency_prediction * self.latency_prediction
     }
 
     /// Each term's signed, weighted contribution, named as in the formula.
-    pub fn contributions(&self, w: &Weights) -> [(Term, f64); 5] {
+    pub fn contributions(&self, w: &Weights) -> [(Term, f64); 6] {
         [
             (
                 Term::CapabilityMatch,
@@ -74,6 +86,7 @@ impl ScoreTerms {
                 w.model_warm_cache * self.model_warm_cache,
             ),
             (Term::LocalityScore, w.locality_score * self.locality_score),
+            (Term::Packing, w.packing * self.packing),
             (Term::QueuePenalty, -w.queue_penalty * self.queue_penalty),
             (
                 Term::LatencyPrediction,
@@ -90,6 +103,7 @@ pub enum Term {
     CapabilityMatch,
     ModelWarmCache,
     LocalityScore,
+    Packing,
     QueuePenalty,
     LatencyPrediction,
     /// Equal scores: the tie is broken by a stable hash of the worker names, which spreads
@@ -103,6 +117,7 @@ impl fmt::Display for Term {
             Term::CapabilityMatch => "capability_match",
             Term::ModelWarmCache => "model_warm_cache",
             Term::LocalityScore => "locality_score",
+            Term::Packing => "packing",
             Term::QueuePenalty => "queue_penalty",
             Term::LatencyPrediction => "latency_prediction",
             Term::TieBreak => "tie-break",
@@ -266,13 +281,14 @@ impl fmt::Display for Explanation {
         write!(
             f,
             "{} chose {} (score {:.3}: capability_match {:.2}, model_warm_cache {:.2}, locality_score {:.2}, \
-             queue_penalty {:.2}, latency_prediction {:.2}; predicted {} ms{}; {} candidates)",
+             packing {:.2}, queue_penalty {:.2}, latency_prediction {:.2}; predicted {} ms{}; {} candidates)",
             self.strategy.name(),
             self.worker,
             self.score,
             t.capability_match,
             t.model_warm_cache,
             t.locality_score,
+            t.packing,
             t.queue_penalty,
             t.latency_prediction,
             self.predicted_ms,

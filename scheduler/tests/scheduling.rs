@@ -314,10 +314,110 @@ fn waiting_work_ages_so_low_priority_never_starves() {
         let running = sim.assignments().last().unwrap().job.to_string();
         sim.succeed(&running, "s1");
     }
+    // Aging counts from the job's due time, submission plus its 10 s critical path: the 3-level
+    // gap has closed 3 intervals after that, at 190 s, so the 4th minute's pass runs the job.
     assert_eq!(
-        i, 3,
-        "one level per interval: a 3-level gap closes after 3 intervals"
+        i, 4,
+        "one level per interval past the due time: a 3-level gap closes after 3 intervals"
     );
+}
+
+#[test]
+fn an_older_job_due_later_does_not_overtake_a_job_due_earlier_by_aging() {
+    let settings = Settings {
+        stale_after_ms: 10_000_000,
+        lost_after_ms: 20_000_000,
+        assignment_grace_ms: 10_000_000,
+        ..Settings::default()
+    };
+    let mut sim = Sim::with(settings, Strategy::Splai);
+    sim.worker("w", caps(1000, 1024));
+    sim.submit(
+        "blocker",
+        JobBuilder::new("acme")
+            .task(lasting(task("b"), 700_000))
+            .build(),
+    );
+    // Due at 600 s, submitted first.
+    sim.submit(
+        "long",
+        JobBuilder::new("acme")
+            .task(lasting(task("l"), 600_000))
+            .build(),
+    );
+    sim.now += 400_000;
+    // Due at 410 s: earlier than the long job, though it has waited less. Another shape, so
+    // the two are ordered between buckets, where aging applies, not inside one.
+    let mut s = lasting(task("s"), 10_000);
+    s.resources.memory_mib = 1000;
+    sim.submit("short", JobBuilder::new("acme").task(s).build());
+    sim.now += 300_000;
+    sim.succeed("blocker", "b");
+    // Counting from submission the long job would have aged two levels (700 s) against the
+    // short one's one (300 s) and run first.
+    assert_eq!(&*sim.assignments()[1].job, "short");
+}
+
+#[test]
+fn while_a_large_task_waits_a_small_one_fills_the_fullest_worker_rather_than_spread() {
+    let sized = |id: &str, cpu: u32| {
+        let mut t = task(id);
+        t.resources.cpu_millis = cpu;
+        t
+    };
+    for strategy in [Strategy::Splai, Strategy::LeastLoaded] {
+        let mut sim = Sim::with(Settings::default(), strategy);
+        // w1 runs three 2000m tasks, w2 one: w1 is the fuller and the busier.
+        sim.worker("w1", caps(8000, 32768));
+        let three = (0..3).fold(JobBuilder::new("acme"), |b, i| {
+            b.task(sized(&format!("t{i}"), 2000))
+        });
+        sim.submit("three", three.build());
+        sim.worker("w2", caps(8000, 32768));
+        sim.submit(
+            "one",
+            JobBuilder::new("acme").task(sized("t", 2000)).build(),
+        );
+        assert_eq!(&*sim.assigned("one", "t").unwrap().worker, "w2");
+        // A task that needs a whole worker waits.
+        sim.submit(
+            "whole",
+            JobBuilder::new("acme").task(sized("t", 8000)).build(),
+        );
+        assert!(sim.assigned("whole", "t").is_none());
+        sim.submit(
+            "small",
+            JobBuilder::new("acme").task(sized("t", 2000)).build(),
+        );
+        let a = sim.assigned("small", "t").unwrap().clone();
+        sim.succeed("one", "t");
+        let started = sim.assigned("whole", "t").is_some();
+        if strategy == Strategy::Splai {
+            assert_eq!(&*a.worker, "w1", "packs while a larger task waits");
+            assert_eq!(a.explanation.terms.packing, 1.0, "w1 is full with it");
+            let r = a.explanation.runner_up.as_ref().unwrap();
+            assert_eq!((&*r.worker, r.lost_on), ("w2", Term::Packing));
+            assert!(started, "w2 is whole again once its task ends");
+        } else {
+            assert_eq!(&*a.worker, "w2", "spreads to the shorter queue");
+            assert!(!started, "the small task holds 2000m of w2");
+        }
+    }
+}
+
+#[test]
+fn with_no_larger_task_waiting_small_tasks_spread() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(8000, 32768));
+    sim.worker("w2", caps(8000, 32768));
+    sim.submit("a", JobBuilder::new("acme").task(task("t")).build());
+    sim.submit("b", JobBuilder::new("acme").task(task("t")).build());
+    let (a, b) = (
+        sim.assigned("a", "t").unwrap(),
+        sim.assigned("b", "t").unwrap(),
+    );
+    assert_ne!(a.worker, b.worker);
+    assert_eq!(b.explanation.terms.packing, 0.0);
 }
 
 #[test]
@@ -718,6 +818,24 @@ fn inside_a_job_the_task_on_the_critical_path_runs_first() {
         sim.submit("j", job());
         assert_eq!(&*sim.assignments()[0].task, first, "{order:?}");
     }
+}
+
+#[test]
+fn inside_a_job_the_critical_task_runs_first_even_when_its_shape_differs() {
+    let mut quick = lasting(task("quick"), 10_000);
+    quick.resources.cpu_millis = 1000;
+    let mut slow = lasting(task("slow"), 600_000);
+    slow.resources.cpu_millis = 2000;
+    let mut sim = Sim::new();
+    sim.worker("w", caps(2000, 4096));
+    // `quick` is listed first, so its bucket is the older one.
+    sim.submit("j", JobBuilder::new("acme").task(quick).task(slow).build());
+    let order: Vec<String> = sim
+        .assignments()
+        .iter()
+        .map(|a| a.task.to_string())
+        .collect();
+    assert_eq!(order, ["slow"], "the task with no slack takes the worker");
 }
 
 #[test]

@@ -70,6 +70,7 @@ async fn kubectl_describe_shows_each_score_term_of_a_placement_and_why_a_task_wa
         "capability_match",
         "model_warm_cache",
         "locality_score",
+        "packing",
         "queue_penalty",
         "latency_prediction",
         "w1",

@@ -140,7 +140,7 @@ pub(crate) fn pass_key(
         effective_priority: first,
         inverse_share: second,
         then,
-        inverse_age: Reverse((due, job_seq)),
+        inverse_age: Reverse((due, 0, job_seq)),
         bucket: Reverse(bucket),
     }
 }
