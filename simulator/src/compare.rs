@@ -16,28 +16,39 @@ pub struct Table {
     pub rows: Vec<(Strategy, Vec<Summary>)>,
 }
 
-const COLUMNS: [&str; 9] = [
-    "policy",
+/// Every metric of the CSV, by its `summary.json` name (`Summary::metric`); each cell is the
+/// mean over the seeds, left empty where the runs have no value (goodput without deadlines).
+const COLUMNS: [&str; 18] = [
     "jct_mean_s",
+    "jct_p50_s",
     "jct_p95_s",
+    "jct_p99_s",
+    "slowdown_mean",
+    "fairness_jain",
     "makespan_s",
+    "lower_bound_s",
+    "makespan_over_lower_bound",
     "queue_wait_mean_s",
     "utilization_mean",
+    "gpu_utilization_mean",
     "warm_cache_hit_rate",
     "cold_starts",
+    "deadline_misses",
+    "goodput",
+    "retries",
     "jobs_completed",
 ];
 
 /// The columns `render` shows: header, metric, format.
-type Column = (&'static str, fn(&Summary) -> f64, Shown);
-
-const SHOWN: [Column; 6] = [
-    ("jct mean s", |s| s.jct_mean_s, Shown::Seconds(1)),
-    ("jct p95 s", |s| s.jct_p95_s, Shown::Seconds(1)),
-    ("makespan s", |s| s.makespan_s, Shown::Seconds(1)),
-    ("queue wait s", |s| s.queue_wait_mean_s, Shown::Seconds(2)),
-    ("warm hits", |s| s.warm_cache_hit_rate, Shown::Percent),
-    ("jobs done", |s| s.jobs_completed as f64, Shown::Count),
+const SHOWN: [(&str, &str, Shown); 8] = [
+    ("jct mean s", "jct_mean_s", Shown::Seconds(1)),
+    ("p95 s", "jct_p95_s", Shown::Seconds(1)),
+    ("p99 s", "jct_p99_s", Shown::Seconds(1)),
+    ("slowdown", "slowdown_mean", Shown::Seconds(2)),
+    ("fairness", "fairness_jain", Shown::Seconds(3)),
+    ("warm hits", "warm_cache_hit_rate", Shown::Percent),
+    ("span/LB", "makespan_over_lower_bound", Shown::Seconds(3)),
+    ("done", "jobs_completed", Shown::Count),
 ];
 
 #[derive(Clone, Copy)]
@@ -60,28 +71,19 @@ impl Shown {
     }
 }
 
-fn mean(runs: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {
+/// A metric's mean over runs: NaN when a run lacks it.
+fn mean(runs: &[Summary], name: &str) -> f64 {
     if runs.is_empty() {
         0.0
     } else {
-        runs.iter().map(f).sum::<f64>() / runs.len() as f64
+        runs.iter()
+            .map(|s| s.metric(name).unwrap_or(f64::NAN))
+            .sum::<f64>()
+            / runs.len() as f64
     }
 }
 
 impl Table {
-    fn values(runs: &[Summary]) -> [f64; 8] {
-        [
-            mean(runs, |s| s.jct_mean_s),
-            mean(runs, |s| s.jct_p95_s),
-            mean(runs, |s| s.makespan_s),
-            mean(runs, |s| s.queue_wait_mean_s),
-            mean(runs, |s| s.utilization_mean),
-            mean(runs, |s| s.warm_cache_hit_rate),
-            mean(runs, |s| s.cold_starts as f64),
-            mean(runs, |s| s.jobs_completed as f64),
-        ]
-    }
-
     /// The table for a terminal, in under 100 columns: the metrics users weigh policies on
     /// (those the quality gate watches). The CSV has every column.
     pub fn render(&self) -> String {
@@ -94,7 +96,7 @@ impl Table {
         for (p, runs) in &self.rows {
             let row = SHOWN
                 .iter()
-                .map(|&(_, metric, shown)| shown.format(mean(runs, metric)));
+                .map(|&(_, name, shown)| shown.format(mean(runs, name)));
             cells.push(std::iter::once(p.name().to_string()).chain(row).collect());
         }
         let widths: Vec<usize> = (0..=SHOWN.len())
@@ -114,18 +116,22 @@ impl Table {
         out
     }
 
+    /// Every column, one row per policy: the means over the seeds.
     pub fn csv(&self) -> String {
-        let mut out = COLUMNS.join(",") + "\n";
+        let mut out = format!("policy,{}\n", COLUMNS.join(","));
         for (p, runs) in &self.rows {
-            let v = Self::values(runs);
-            out += &format!(
-                "{},{}\n",
-                p.name(),
-                v.iter()
-                    .map(|x| format!("{x:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            let cells: Vec<String> = COLUMNS
+                .iter()
+                .map(|&name| {
+                    let x = mean(runs, name);
+                    if x.is_nan() {
+                        String::new()
+                    } else {
+                        format!("{x:.4}")
+                    }
+                })
+                .collect();
+            out += &format!("{},{}\n", p.name(), cells.join(","));
         }
         out
     }

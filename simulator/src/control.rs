@@ -215,12 +215,13 @@ impl Control {
                     }
                 }
                 if let Some(started) = r.started_at.map(since) {
-                    let cpu = self
+                    let (cpu, gpus) = self
                         .core
                         .task_spec(&r.job, &r.task)
-                        .map_or(0, |t| t.resources.cpu_millis);
-                    self.rec.tally.busy_cpu_ms +=
-                        f64::from(cpu) * finished.saturating_sub(started) as f64;
+                        .map_or((0, 0), |t| (t.resources.cpu_millis, t.resources.gpus));
+                    let ran = finished.saturating_sub(started) as f64;
+                    self.rec.tally.busy_cpu_ms += f64::from(cpu) * ran;
+                    self.rec.tally.busy_gpu_ms += f64::from(gpus) * ran;
                 }
                 self.rec.attempts.push(AttemptRow {
                     job: r.job.clone(),

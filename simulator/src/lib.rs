@@ -190,7 +190,7 @@ impl RunResult {
     /// The summary as an aligned table for a terminal.
     pub fn table(&self) -> String {
         let s = &self.summary;
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
                 format!(
@@ -232,8 +232,19 @@ impl RunResult {
             ),
             ("queue wait (mean)", format!("{:.2} s", s.queue_wait_mean_s)),
             (
-                "cpu utilization (mean)",
-                format!("{:.1}%", s.utilization_mean * 100.0),
+                "slowdown (mean)",
+                format!(
+                    "{:.2}x the critical path; fairness between tenants {:.3} (Jain)",
+                    s.slowdown_mean, s.fairness_jain
+                ),
+            ),
+            (
+                "utilization (mean)",
+                format!(
+                    "cpu {:.1}%, gpu {:.1}%",
+                    s.utilization_mean * 100.0,
+                    s.gpu_utilization_mean * 100.0
+                ),
             ),
             (
                 "warm-cache hit rate",
@@ -250,6 +261,19 @@ impl RunResult {
             ("duplicate completions", s.duplicate_completions.to_string()),
             ("output digest", s.output_digest.clone()),
         ];
+        if let Some(goodput) = s.goodput {
+            rows.insert(
+                rows.len() - 3,
+                (
+                    "deadlines",
+                    format!(
+                        "{:.1}% of jobs with a deadline met it ({} missed)",
+                        goodput * 100.0,
+                        s.deadline_misses
+                    ),
+                ),
+            );
+        }
         let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         rows.into_iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))

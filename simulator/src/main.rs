@@ -92,9 +92,14 @@ enum Command {
         /// The baseline file, such as scenarios/baseline.json.
         #[arg(long, value_name = "FILE")]
         baseline: PathBuf,
-        /// Write the current metrics as the new baseline instead of comparing.
+        /// Write the current metrics as the new baseline instead of comparing. Refused while
+        /// the current run fails a check of the committed baseline that --accept does not name.
         #[arg(long)]
         update: bool,
+        /// With --update: a failed check to accept deliberately, as the report names it
+        /// (`scenarios/quickstart.yaml:jct_p95_s`). Repeatable.
+        #[arg(long, value_name = "SCENARIO:CHECK", requires = "update")]
+        accept: Vec<String>,
     },
     /// Turn a shared Alibaba trace into a scenario file.
     #[command(subcommand)]
@@ -309,13 +314,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scenarios,
             baseline,
             update,
+            accept,
         } => {
             let mut loaded = Vec::new();
             for p in &scenarios {
                 loaded.push((p.display().to_string(), load(p)?));
             }
             if update {
-                let b = splai_sim::regress::measure(&loaded)?;
+                let old = baseline
+                    .exists()
+                    .then(|| splai_sim::regress::Baseline::load(&baseline))
+                    .transpose()?;
+                let b = splai_sim::regress::update(&loaded, old.as_ref(), &accept)?;
                 std::fs::write(&baseline, serde_json::to_string_pretty(&b)? + "\n")
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", baseline.display()))?;
                 println!("wrote {}", baseline.display());

@@ -9,7 +9,7 @@ use splai_scheduler::{Scheduler, Strategy};
 use crate::record::{JobRow, Recorder};
 use crate::scenario::Scenario;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
     pub seed: u64,
@@ -33,7 +33,24 @@ pub struct Summary {
     pub jct_p95_s: f64,
     pub jct_p99_s: f64,
     pub queue_wait_mean_s: f64,
+    /// Mean over completed jobs of JCT divided by the job's critical path (its JCT had it
+    /// run alone on workers of speed 1): 1 is no waiting.
+    #[serde(default)]
+    pub slowdown_mean: f64,
+    /// Jain's index of the tenants' mean slowdowns, `(sum x)^2 / (n * sum x^2)`: 1 when every
+    /// tenant's jobs are slowed alike, down to `1/n` when one tenant takes all the waiting.
+    #[serde(default)]
+    pub fairness_jain: f64,
     pub utilization_mean: f64,
+    /// The fleet's GPUs busy over the makespan (0 on a fleet without GPUs).
+    #[serde(default)]
+    pub gpu_utilization_mean: f64,
+    /// Jobs with `deadlineSeconds` that did not complete within it.
+    #[serde(default)]
+    pub deadline_misses: u64,
+    /// The share of jobs with a deadline that completed within it; absent when no job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<f64>,
     pub warm_cache_hit_rate: f64,
     pub cold_starts: u64,
     pub decisions: u64,
@@ -49,6 +66,52 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+impl Summary {
+    /// A metric by its `summary.json` name (plus `makespan_over_lower_bound`), or `None` for a
+    /// name that is not a metric: the quality gate fails on it rather than skip it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "jobs_completed" => self.jobs_completed as f64,
+            "jobs_failed" => self.jobs_failed as f64,
+            "jobs_unfinished" => self.jobs_unfinished as f64,
+            "tasks_lost" => self.tasks_lost as f64,
+            "duplicate_completions" => self.duplicate_completions as f64,
+            "retries" => self.retries as f64,
+            "makespan_s" => self.makespan_s,
+            "makespan_over_lower_bound" if self.lower_bound_s > 0.0 => {
+                self.makespan_s / self.lower_bound_s
+            }
+            "makespan_over_lower_bound" => 1.0,
+            "jct_mean_s" => self.jct_mean_s,
+            "jct_p50_s" => self.jct_p50_s,
+            "jct_p95_s" => self.jct_p95_s,
+            "jct_p99_s" => self.jct_p99_s,
+            "queue_wait_mean_s" => self.queue_wait_mean_s,
+            "slowdown_mean" => self.slowdown_mean,
+            "fairness_jain" => self.fairness_jain,
+            "utilization_mean" => self.utilization_mean,
+            "gpu_utilization_mean" => self.gpu_utilization_mean,
+            "deadline_misses" => self.deadline_misses as f64,
+            "goodput" => self.goodput?,
+            "warm_cache_hit_rate" => self.warm_cache_hit_rate,
+            "cold_starts" => self.cold_starts as f64,
+            _ => return None,
+        })
+    }
+}
+
+/// Jain's fairness index of `xs`: 1 for equal values (and for none).
+fn jain(xs: impl Iterator<Item = f64>) -> f64 {
+    let (n, sum, squares) = xs.fold((0f64, 0f64, 0f64), |(n, s, q), x| {
+        (n + 1.0, s + x, q + x * x)
+    });
+    if squares > 0.0 {
+        sum * sum / (n * squares)
+    } else {
+        1.0
+    }
 }
 
 fn round(x: f64) -> f64 {
@@ -105,6 +168,12 @@ pub struct Tally {
     last_end_ms: u64,
     /// cpu-milliseconds of started attempts.
     pub busy_cpu_ms: f64,
+    /// GPU-milliseconds of started attempts.
+    pub busy_gpu_ms: f64,
+    /// Per tenant: the sum of its completed jobs' slowdowns, and how many.
+    slowdowns: BTreeMap<String, (f64, u64)>,
+    deadline_jobs: u64,
+    deadline_met: u64,
     digests: Vec<(String, u64)>,
 }
 
@@ -162,6 +231,21 @@ impl Tally {
         }
         let critical = finish.iter().copied().fold(0.0, f64::max);
         self.critical_end_ms = self.critical_end_ms.max(row.submitted_ms as f64 + critical);
+        let jct_ms = row
+            .finished_ms
+            .filter(|_| st.phase == JobPhase::Completed)
+            .map(|end| end.saturating_sub(row.submitted_ms));
+        if let Some(jct) = jct_ms.filter(|_| critical > 0.0) {
+            let e = self.slowdowns.entry(spec.tenant.clone()).or_default();
+            e.0 += jct as f64 / critical;
+            e.1 += 1;
+        }
+        if let Some(deadline) = spec.deadline_seconds {
+            self.deadline_jobs += 1;
+            if jct_ms.is_some_and(|jct| jct <= deadline.saturating_mul(1000)) {
+                self.deadline_met += 1;
+            }
+        }
         let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
         for (i, (t, ts)) in spec.tasks.iter().zip(&st.tasks).enumerate() {
             let d = durations[i] as f64;
@@ -276,11 +360,24 @@ pub fn summarize(
         jct_p95_s: round(pct(jcts, 0.95)),
         jct_p99_s: round(pct(jcts, 0.99)),
         queue_wait_mean_s: mean(t.waits_s, t.waits as usize),
+        slowdown_mean: mean(
+            t.slowdowns.values().map(|v| v.0).sum(),
+            t.slowdowns.values().map(|v| v.1 as usize).sum(),
+        ),
+        fairness_jain: round(jain(t.slowdowns.values().map(|&(sum, n)| sum / n as f64))),
         utilization_mean: if makespan_ms > 0.0 && cap_cpu > 0.0 {
             round(t.busy_cpu_ms / (cap_cpu * makespan_ms))
         } else {
             0.0
         },
+        gpu_utilization_mean: if makespan_ms > 0.0 && cap_gpu > 0.0 {
+            round(t.busy_gpu_ms / (cap_gpu * makespan_ms))
+        } else {
+            0.0
+        },
+        deadline_misses: t.deadline_jobs - t.deadline_met,
+        goodput: (t.deadline_jobs > 0)
+            .then(|| round(t.deadline_met as f64 / t.deadline_jobs as f64)),
         warm_cache_hit_rate: if warm + cold > 0 {
             round(warm as f64 / (warm + cold) as f64)
         } else {
@@ -291,5 +388,18 @@ pub fn summarize(
         invariant_violations: rec.violations.len() as u64,
         wall_s: round(wall_s),
         output_digest: format!("{digest:016x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jain;
+
+    #[test]
+    fn jains_index_is_one_for_equal_tenants_and_one_over_n_when_one_takes_everything() {
+        assert_eq!(jain([2.0, 2.0, 2.0].into_iter()), 1.0);
+        assert!((jain([1.0, 0.0, 0.0, 0.0].into_iter()) - 0.25).abs() < 1e-12);
+        assert!((jain([1.0, 3.0].into_iter()) - 0.8).abs() < 1e-12);
+        assert_eq!(jain(std::iter::empty()), 1.0);
     }
 }

@@ -120,7 +120,7 @@ fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_k
         assert!(line.chars().count() <= 100, "too wide: {line}");
     }
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].ends_with("jobs done"), "{table}");
+    assert!(lines[0].ends_with("done"), "{table}");
     for p in splai_scheduler::Strategy::ALL {
         let row = lines
             .iter()
@@ -130,8 +130,98 @@ fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_k
         assert_eq!(row.split_whitespace().last(), Some("120"), "{table}");
     }
     let header = std::fs::read_to_string(&csv).unwrap();
+    let columns = header.lines().next().unwrap();
+    for c in [
+        "policy",
+        "jct_mean_s",
+        "jct_p50_s",
+        "jct_p95_s",
+        "jct_p99_s",
+        "slowdown_mean",
+        "fairness_jain",
+        "lower_bound_s",
+        "makespan_over_lower_bound",
+        "gpu_utilization_mean",
+        "warm_cache_hit_rate",
+        "deadline_misses",
+        "goodput",
+        "jobs_completed",
+    ] {
+        assert!(columns.split(',').any(|x| x == c), "{c} missing: {columns}");
+    }
+    // quickstart's jobs have no deadline: goodput is left empty, not 0 or NaN.
+    assert!(!header.contains("NaN"), "{header}");
+}
+
+/// A baseline for quickstart alone, from the committed one, with `edit` applied.
+fn quickstart_baseline(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/baseline.json"),
+    )
+    .unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut one = serde_json::json!({ "scenarios": {
+        "scenarios/quickstart.yaml": all["scenarios"]["scenarios/quickstart.yaml"].clone()
+    }});
+    edit(&mut one["scenarios"]["scenarios/quickstart.yaml"]["metrics"]);
+    let path = dir.join("baseline.json");
+    std::fs::write(&path, one.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_gate_fails_a_watched_metric_deleted_from_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = quickstart_baseline(dir.path(), |m| {
+        m.as_object_mut().unwrap().remove("jct_p95_s");
+    });
+    let o = splai_sim(&["regress", "scenarios/quickstart.yaml", "--baseline", &b]);
+    assert!(!o.status.success());
     assert!(
-        header.starts_with("policy,jct_mean_s,jct_p95_s,makespan_s,queue_wait_mean_s,utilization_mean,warm_cache_hit_rate,cold_starts,jobs_completed\n"),
-        "{header}"
+        stdout(&o)
+            .contains("REGRESSED scenarios/quickstart.yaml jct_p95_s: missing from the baseline"),
+        "{}",
+        stdout(&o)
     );
+}
+
+#[test]
+fn update_refuses_a_worse_baseline_unless_each_regression_is_accepted_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A committed mean JCT 10% better than the code gives.
+    let b = quickstart_baseline(dir.path(), |m| {
+        let v = m["jct_mean_s"]["value"].as_f64().unwrap();
+        m["jct_mean_s"]["value"] = serde_json::json!(v * 0.9);
+    });
+    let before = std::fs::read_to_string(&b).unwrap();
+    let o = splai_sim(&[
+        "regress",
+        "scenarios/quickstart.yaml",
+        "--baseline",
+        &b,
+        "--update",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("scenarios/quickstart.yaml:jct_mean_s"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&b).unwrap(),
+        before,
+        "left as it was"
+    );
+    let o = splai_sim(&[
+        "regress",
+        "scenarios/quickstart.yaml",
+        "--baseline",
+        &b,
+        "--update",
+        "--accept",
+        "scenarios/quickstart.yaml:jct_mean_s",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = splai_sim(&["regress", "scenarios/quickstart.yaml", "--baseline", &b]);
+    assert!(o.status.success(), "{}", stdout(&o));
 }
