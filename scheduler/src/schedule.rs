@@ -414,8 +414,11 @@ impl Scheduler {
             };
             for &(_, _, w) in warm.iter().take(16) {
                 let wr = &self.fleet.workers[w as usize];
-                // When this worker is expected to have room: the earliest end of its attempts.
-                let free_at = wr
+                // When this worker is expected to have room for the task: its attempts' expected
+                // ends, earliest first, until what they free makes the task fit. The first end
+                // alone is not enough: on a worker shared with other work, the attempt that ends
+                // first may free too little.
+                let mut ends: Vec<(Timestamp, u32, u32, u32)> = wr
                     .active
                     .iter()
                     .filter_map(|&(j, t)| {
@@ -423,13 +426,18 @@ impl Scheduler {
                         let (_, at, _, cold) = a.state.active()?;
                         let run =
                             (a.hint_ms as f64 / wr.speed) as u64 + if cold { load } else { 0 };
-                        Some(at.plus_ms(run).max(now))
+                        Some((at.plus_ms(run).max(now), a.cpu, a.mem, a.gpus))
                     })
-                    .min();
-                let fits_when_free = wr.caps.cpu_millis >= s.cpu
-                    && wr.caps.memory_mib >= s.mem
-                    && wr.caps.gpus >= s.gpus;
-                if let (Some(at), true) = (free_at, fits_when_free)
+                    .collect();
+                ends.sort_unstable();
+                let (mut cpu, mut mem, mut gpus) = (wr.free_cpu, wr.free_mem, wr.free_gpus);
+                let free_at = ends.into_iter().find_map(|(at, c, m, g)| {
+                    cpu += c;
+                    mem += m;
+                    gpus += g;
+                    (cpu >= s.cpu && mem >= s.mem && gpus >= s.gpus).then_some(at)
+                });
+                if let Some(at) = free_at
                     && best.is_none_or(|b| at < b.0)
                 {
                     best = Some((at, w));

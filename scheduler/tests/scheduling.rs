@@ -606,6 +606,40 @@ fn a_task_waits_for_a_busy_warm_worker_that_frees_up_within_half_a_model_load() 
 }
 
 #[test]
+fn a_task_does_not_wait_for_a_warm_worker_whose_first_ending_attempt_frees_too_little() {
+    let settings = Settings {
+        model_load_ms: 30_000,
+        ..Settings::default()
+    };
+    let mut sim = Sim::with(settings, Strategy::Splai);
+    let one_gpu = || Capabilities {
+        gpus: 1,
+        models: vec!["*".into()],
+        ..caps(4000, 8192)
+    };
+    sim.worker("warm", one_gpu());
+    sim.heartbeat("warm", &["llama"]);
+    // Batch work holds most of the warm worker's cores for ten minutes; a request holds its GPU
+    // for five seconds.
+    let mut batch = lasting(task("b"), 600_000);
+    batch.resources.cpu_millis = 3000;
+    sim.submit("batch", JobBuilder::new("acme").task(batch).build());
+    let mut short = gpu_inference("t", 5_000);
+    short.resources.cpu_millis = 1000;
+    sim.submit("short", JobBuilder::new("acme").task(short).build());
+    assert_eq!(&*sim.assigned("short", "t").unwrap().worker, "warm");
+    sim.worker("cold", one_gpu());
+    // The next request needs 2000m: when the short request ends, the warm worker has 1000m.
+    let mut next = gpu_inference("t", 5_000);
+    next.resources.cpu_millis = 2000;
+    sim.submit("next", JobBuilder::new("acme").task(next).build());
+    let a = sim
+        .assigned("next", "t")
+        .expect("loads cold at once instead of waiting ten minutes");
+    assert_eq!((&*a.worker, a.explanation.cold_start), ("cold", true));
+}
+
+#[test]
 fn a_task_loads_its_model_cold_when_the_warm_worker_is_busy_for_longer_than_a_load() {
     let mut sim = two_model_workers();
     sim.submit(
