@@ -140,18 +140,27 @@ enum Import {
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
         /// cluster-trace-gpu-v2023 node list to take CPU-only workers from (evenly through the
-        /// list); without it, machines of 96 cores.
+        /// list); without it, --workers machines of --machine-cores cores.
         #[arg(long)]
         fleet: Option<PathBuf>,
         /// Nodes in the fleet.
         #[arg(long, default_value_t = 10)]
         workers: u32,
+        /// Cores per machine without --fleet (1 GiB of memory per core), e.g. 14 for a pool of
+        /// 14-slot machines when tasks ask for whole cores.
+        #[arg(long, default_value_t = 96, conflicts_with = "fleet")]
+        machine_cores: u32,
         /// Keep the first K jobs by arrival.
         #[arg(long)]
         jobs: Option<usize>,
-        /// Offered cpu load while jobs arrive, with every task started as early as its DAG allows.
-        #[arg(long, default_value_t = 0.7)]
+        /// Offered cpu load while jobs arrive, with every task started as early as its DAG
+        /// allows: the trace's arrival spacing is compressed or stretched to reach it. The
+        /// default keeps a fleet busy enough that the scheduler's choices matter.
+        #[arg(long, default_value_t = 0.9)]
         load: f64,
+        /// Keep the trace's own arrival times instead of scaling them to --load.
+        #[arg(long, conflicts_with = "load")]
+        keep_times: bool,
         /// Cap on the parallel instances one task stands for.
         #[arg(long, default_value_t = 8)]
         max_instances: u32,
@@ -178,7 +187,8 @@ enum Import {
         /// basemodel_update_latency csv: measured model load times; without it, a fixed time.
         #[arg(long)]
         cold_start: Option<PathBuf>,
-        /// GPU nodes in the fleet (the first ones of the --fleet list).
+        /// GPU nodes in the fleet, taken at even steps through the --fleet list so its mix of
+        /// GPU models is kept; each model's speed factor is set from its published throughput.
         #[arg(long, default_value_t = 16)]
         workers: u32,
         /// Keep the first K requests by arrival (one job each).
@@ -188,6 +198,55 @@ enum Import {
         #[arg(long, default_value_t = 0.7)]
         load: f64,
     },
+    /// Batch DAG jobs (cluster-trace-v2018) and GenAI requests (cluster-trace-v2026) sharing
+    /// one GPU fleet (cluster-trace-gpu-v2023) as two tenants with quotas: `batch` and `serving`.
+    #[command(name = "alibaba-mixed")]
+    Mixed {
+        /// cluster-trace-v2018 batch_task.csv (no header row).
+        batch_task_csv: PathBuf,
+        /// cluster-trace-v2026-GenAI lora_request_trace.csv (with its header row).
+        lora_trace_csv: PathBuf,
+        /// The scenario file to write.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// cluster-trace-gpu-v2023 node list: GPU nodes taken at even steps through it.
+        #[arg(long)]
+        fleet: PathBuf,
+        /// basemodel_update_latency csv: measured model load times; without it, a fixed time.
+        #[arg(long)]
+        cold_start: Option<PathBuf>,
+        /// GPU nodes in the fleet.
+        #[arg(long, default_value_t = 16)]
+        workers: u32,
+        /// Keep the first K DAG jobs by arrival.
+        #[arg(long)]
+        dag_jobs: Option<usize>,
+        /// Keep the first K requests by arrival.
+        #[arg(long)]
+        requests: Option<usize>,
+        /// Offered cpu load of the DAG jobs on the fleet's cores while they arrive.
+        #[arg(long, default_value_t = 0.6)]
+        cpu_load: f64,
+        /// Offered GPU load of the requests.
+        #[arg(long, default_value_t = 0.7)]
+        gpu_load: f64,
+        /// The share of the fleet's cores the batch tenant may hold at once.
+        #[arg(long, default_value_t = 0.7)]
+        batch_cpu_share: f64,
+        /// The share of the fleet's GPUs the serving tenant may hold at once.
+        #[arg(long, default_value_t = 0.9)]
+        serving_gpu_share: f64,
+    },
+}
+
+/// A generated scenario's name: its file's stem, so scenarios made with other options keep
+/// apart in reports, or `fallback`.
+fn scenario_name(out: &std::path::Path, fallback: &str) -> String {
+    out.file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(fallback)
+        .to_owned()
 }
 
 fn write_scenario(out: &std::path::Path, sc: &Scenario, command: &str) -> Result<()> {
@@ -352,20 +411,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out,
                     fleet,
                     workers,
+                    machine_cores,
                     jobs,
                     load,
+                    keep_times,
                     max_instances,
                     max_task_seconds,
                     deadline_factor,
                 } => {
+                    let name = scenario_name(&out, "alibaba-v2018-dag");
                     let opts = splai_sim::import::v2018::Options {
                         jobs,
                         fleet: fleet.as_deref(),
                         workers,
-                        load,
+                        machine_cores,
+                        load: (!keep_times).then_some(load),
                         max_instances,
                         max_task_seconds,
                         deadline_factor,
+                        name: &name,
                     };
                     let (sc, r) =
                         splai_sim::import::v2018::import(&batch_task_csv, &opts, &command)?;
@@ -380,15 +444,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     jobs,
                     load,
                 } => {
+                    let name = scenario_name(&out, "alibaba-genai");
                     let opts = splai_sim::import::genai::Options {
                         jobs,
                         fleet: fleet.as_deref(),
                         cold_start: cold_start.as_deref(),
                         workers,
                         load,
+                        name: &name,
                     };
                     let (sc, r) =
                         splai_sim::import::genai::import(&lora_trace_csv, &opts, &command)?;
+                    (sc, r, out)
+                }
+                Import::Mixed {
+                    batch_task_csv,
+                    lora_trace_csv,
+                    out,
+                    fleet,
+                    cold_start,
+                    workers,
+                    dag_jobs,
+                    requests,
+                    cpu_load,
+                    gpu_load,
+                    batch_cpu_share,
+                    serving_gpu_share,
+                } => {
+                    let name = scenario_name(&out, "alibaba-mixed");
+                    let opts = splai_sim::import::mixed::Options {
+                        dag_csv: &batch_task_csv,
+                        genai_csv: &lora_trace_csv,
+                        fleet: &fleet,
+                        cold_start: cold_start.as_deref(),
+                        workers,
+                        dag_jobs,
+                        requests,
+                        cpu_load,
+                        gpu_load,
+                        batch_cpu_share,
+                        serving_gpu_share,
+                        name: &name,
+                    };
+                    let (sc, r) = splai_sim::import::mixed::import(&opts, &command)?;
                     (sc, r, out)
                 }
             };

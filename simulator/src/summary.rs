@@ -160,8 +160,10 @@ pub struct Tally {
     cpu_work: f64,
     mem_work: f64,
     gpu_work: f64,
-    /// The latest arrival plus critical path of any job.
+    /// The latest arrival plus critical path of any job, on the fleet's fastest workers.
     critical_end_ms: f64,
+    /// The fleet's largest speed factor: no task runs faster than its duration divided by it.
+    pub fastest: f64,
     waits_s: f64,
     waits: u64,
     jcts: Vec<f64>,
@@ -230,7 +232,14 @@ impl Tally {
             }
         }
         let critical = finish.iter().copied().fold(0.0, f64::max);
-        self.critical_end_ms = self.critical_end_ms.max(row.submitted_ms as f64 + critical);
+        let fastest = if self.fastest > 0.0 {
+            self.fastest
+        } else {
+            1.0
+        };
+        self.critical_end_ms = self
+            .critical_end_ms
+            .max(row.submitted_ms as f64 + critical / fastest);
         let jct_ms = row
             .finished_ms
             .filter(|_| st.phase == JobPhase::Completed)
@@ -313,8 +322,17 @@ pub fn summarize(
         }
     }
     let first_arrival = rec.jobs.values().map(|j| j.submitted_ms).min().unwrap_or(0) as f64;
-    let (cap_cpu, cap_mem, cap_gpu) = sc.fleet.iter().fold((0f64, 0f64, 0f64), |acc, g| {
+    let (cap_cpu, _, cap_gpu) = sc.fleet.iter().fold((0f64, 0f64, 0f64), |acc, g| {
         let n = f64::from(g.count);
+        (
+            acc.0 + n * f64::from(g.capabilities.cpu_millis),
+            acc.1 + n * f64::from(g.capabilities.memory_mib),
+            acc.2 + n * f64::from(g.capabilities.gpus),
+        )
+    });
+    // Capacity in work per millisecond: a worker of speed s does s times the work at speed 1.
+    let (fast_cpu, fast_mem, fast_gpu) = sc.fleet.iter().fold((0f64, 0f64, 0f64), |acc, g| {
+        let n = f64::from(g.count) * g.capabilities.speed_factor;
         (
             acc.0 + n * f64::from(g.capabilities.cpu_millis),
             acc.1 + n * f64::from(g.capabilities.memory_mib),
@@ -324,9 +342,9 @@ pub fn summarize(
     let per = |work: f64, cap: f64| if cap > 0.0 { work / cap } else { 0.0 };
     let lb_ms = (t.critical_end_ms - first_arrival)
         .max(0.0)
-        .max(per(t.cpu_work, cap_cpu))
-        .max(per(t.mem_work, cap_mem))
-        .max(per(t.gpu_work, cap_gpu));
+        .max(per(t.cpu_work, fast_cpu))
+        .max(per(t.mem_work, fast_mem))
+        .max(per(t.gpu_work, fast_gpu));
     let makespan_ms = (t.last_end_ms as f64 - first_arrival).max(0.0);
     t.jcts.sort_by(f64::total_cmp);
     t.digests.sort();

@@ -20,10 +20,12 @@ pub struct Options<'a> {
     pub jobs: Option<usize>,
     pub fleet: Option<&'a Path>,
     pub cold_start: Option<&'a Path>,
-    /// GPU nodes to take from the fleet file (in file order).
+    /// GPU nodes to take from the fleet file (at even steps through it).
     pub workers: u32,
     /// Offered GPU load to compress arrivals to.
     pub load: f64,
+    /// The scenario's name.
+    pub name: &'a str,
 }
 
 struct Request {
@@ -49,6 +51,28 @@ fn tenant_name(group: &str) -> String {
 
 pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
     let mut report = Report::default();
+    let requests = read_requests(path, opts, &mut report)?;
+    let fleet = match opts.fleet {
+        Some(p) => gpu_fleet(p, opts.workers, &mut report)?,
+        None => vec![WorkerGroup {
+            group: "gpu".into(),
+            count: opts.workers,
+            capabilities: Capabilities {
+                cpu_millis: 32_000,
+                memory_mib: 131_072,
+                gpus: 1,
+                models: vec!["*".into()],
+                ..Capabilities::default()
+            },
+            warm_models: Vec::new(),
+            max_warm_models: 1,
+        }],
+    };
+    import_onto(requests, opts, fleet, report, command)
+}
+
+/// The trace's successful requests, by arrival, the first `opts.jobs` of them.
+fn read_requests(path: &Path, opts: &Options<'_>, report: &mut Report) -> Result<Vec<Request>> {
     let mut requests = Vec::new();
     let mut rdr = records(path, true)?;
     let headers = rdr
@@ -107,32 +131,50 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
     if requests.is_empty() {
         bail!("{}: no usable request rows", path.display());
     }
-    let fleet = match opts.fleet {
-        Some(p) => gpu_fleet(p, opts.workers, &mut report)?,
-        None => vec![WorkerGroup {
-            group: "gpu".into(),
-            count: opts.workers,
-            capabilities: Capabilities {
-                cpu_millis: 32_000,
-                memory_mib: 131_072,
-                gpus: 1,
-                models: vec!["*".into()],
-                ..Capabilities::default()
-            },
-            warm_models: Vec::new(),
-            max_warm_models: 1,
-        }],
-    };
+    Ok(requests)
+}
+
+/// The requests of the trace as a scenario on a given fleet (`mixed` shares it with batch jobs).
+pub(crate) fn import_trace_onto(
+    path: &Path,
+    opts: &Options<'_>,
+    fleet: Vec<WorkerGroup>,
+    command: &str,
+) -> Result<(Scenario, Report)> {
+    let mut report = Report::default();
+    let requests = read_requests(path, opts, &mut report)?;
+    import_onto(requests, opts, fleet, report, command)
+}
+
+/// Turns the requests into a scenario on a given fleet (`mixed` shares it with batch jobs).
+fn import_onto(
+    requests: Vec<Request>,
+    opts: &Options<'_>,
+    fleet: Vec<WorkerGroup>,
+    mut report: Report,
+    command: &str,
+) -> Result<(Scenario, Report)> {
     let gpus: u64 = fleet
         .iter()
         .map(|g| u64::from(g.count) * u64::from(g.capabilities.gpus))
         .sum();
+    // GPUs weighted by speed: a request runs its trace time divided by its node's speed.
+    let capacity: f64 = fleet
+        .iter()
+        .map(|g| f64::from(g.count) * f64::from(g.capabilities.gpus) * g.capabilities.speed_factor)
+        .sum();
     let first = requests[0].at_s;
     let span_ms = ((requests.last().expect("not empty").at_s - first) * 1000).max(1) as f64;
     let work: f64 = requests.iter().map(|r| r.exec_ms as f64).sum();
-    let squeeze = work / (opts.load * gpus as f64 * span_ms);
+    if !(opts.load > 0.0 && opts.load.is_finite()) {
+        bail!(
+            "--load must be a positive number, such as 0.7 (got {})",
+            opts.load
+        );
+    }
+    let squeeze = work / (opts.load * capacity * span_ms);
     report.notes.push(format!(
-        "{gpus} GPUs on {} nodes; arrivals compressed {:.1}x to an offered GPU load of {:.2}",
+        "{gpus} GPUs on {} nodes ({capacity:.1} P100-equivalents by speed factor); arrivals compressed {:.1}x to an offered GPU load of {:.2} (--load)",
         fleet.iter().map(|g| g.count).sum::<u32>(),
         1.0 / squeeze,
         opts.load
@@ -183,7 +225,7 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
         ..Default::default()
     };
     let scenario = Scenario {
-        name: "alibaba-genai".into(),
+        name: opts.name.to_owned(),
         description: format!(
             "Generated from Alibaba cluster-trace-v2026-GenAI and cluster-trace-gpu-v2023 by: {command}"
         ),
@@ -207,16 +249,24 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
     Ok((scenario, report))
 }
 
-/// The first `n` GPU nodes of a v2023 node list, grouped by identical shape.
-fn gpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup>> {
-    let mut rdr = records(path, true)?;
-    let mut shapes: BTreeMap<(u32, u32, u32, String), u32> = BTreeMap::new();
-    let mut order: Vec<(u32, u32, u32, String)> = Vec::new();
-    let mut taken = 0;
-    for rec in rdr.records() {
-        if taken == n {
-            break;
-        }
+/// How fast a GPU model runs the trace's requests, against a P100: the ratio of their peak FP32
+/// throughput on NVIDIA's datasheets (P100 PCIe 9.3 TFLOPS, V100 PCIe 14, T4 8.1, A10 31.2).
+/// G2 and G3 are anonymised in the trace, so they count as a P100; the trace's run times are
+/// taken as a P100's.
+fn gpu_speed(model: &str) -> f64 {
+    match model {
+        "V100M16" | "V100M32" => 14.0 / 9.3,
+        "T4" => 8.1 / 9.3,
+        "A10" => 31.2 / 9.3,
+        _ => 1.0,
+    }
+}
+
+/// `n` GPU nodes of a v2023 node list, taken at even steps through it so the mix of GPU models
+/// follows the list's, grouped by identical shape.
+pub(crate) fn gpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup>> {
+    let mut nodes: Vec<(u32, u32, u32, String)> = Vec::new();
+    for rec in records(path, true)?.records() {
         let Ok(rec) = rec else {
             report.skip("unreadable node row");
             continue;
@@ -230,46 +280,46 @@ fn gpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup
             report.skip("node row with a bad number");
             continue;
         };
-        if gpus == 0 || cpu == 0 || mem == 0 {
-            continue;
+        if gpus > 0 && cpu > 0 && mem > 0 {
+            nodes.push((cpu, mem, gpus, f(4).to_owned()));
         }
-        let key = (cpu, mem, gpus, f(4).to_owned());
-        if !shapes.contains_key(&key) {
-            order.push(key.clone());
-        }
-        *shapes.entry(key).or_default() += 1;
-        taken += 1;
     }
-    if taken == 0 {
+    if nodes.is_empty() {
         bail!("{}: no GPU nodes found", path.display());
     }
-    Ok(order
+    let n = n.max(1) as usize;
+    let mut groups: Vec<((u32, u32, u32, String), u32)> = Vec::new();
+    for i in 0..n {
+        let shape = &nodes[i * nodes.len() / n % nodes.len()];
+        match groups.iter_mut().find(|g| &g.0 == shape) {
+            Some(g) => g.1 += 1,
+            None => groups.push((shape.clone(), 1)),
+        }
+    }
+    Ok(groups
         .into_iter()
-        .map(|key| {
-            let count = shapes[&key];
-            let (cpu, mem, gpus, model) = key;
-            WorkerGroup {
-                group: format!(
-                    "{}-{gpus}g-{}c",
-                    if model.is_empty() {
-                        "gpu".into()
-                    } else {
-                        model.to_lowercase()
-                    },
-                    cpu / 1000
-                ),
-                count,
-                capabilities: Capabilities {
-                    cpu_millis: cpu,
-                    memory_mib: mem,
-                    gpus,
-                    gpu_model: (!model.is_empty()).then_some(model),
-                    models: vec!["*".into()],
-                    ..Capabilities::default()
+        .map(|((cpu, mem, gpus, model), count)| WorkerGroup {
+            group: format!(
+                "{}-{gpus}g-{}c",
+                if model.is_empty() {
+                    "gpu".into()
+                } else {
+                    model.to_lowercase()
                 },
-                warm_models: Vec::new(),
-                max_warm_models: gpus,
-            }
+                cpu / 1000
+            ),
+            count,
+            capabilities: Capabilities {
+                cpu_millis: cpu,
+                memory_mib: mem,
+                gpus,
+                speed_factor: gpu_speed(&model),
+                gpu_model: (!model.is_empty()).then_some(model),
+                models: vec!["*".into()],
+                ..Capabilities::default()
+            },
+            warm_models: Vec::new(),
+            max_warm_models: gpus,
         })
         .collect())
 }

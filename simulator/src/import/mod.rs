@@ -2,6 +2,7 @@
 //! counted, never a panic: every importer returns a report of what it kept and what it dropped.
 
 pub mod genai;
+pub mod mixed;
 pub mod v2018;
 
 use std::collections::BTreeMap;

@@ -7,12 +7,12 @@
 //! maxInstances)` times the per-instance cpu and memory, for the task's measured duration.
 //! A job is kept only if all its rows are clean and `Terminated`.
 //!
-//! The fleet is either `workers` machines of the trace's own shape (96 cores), or, with a
-//! cluster-trace-gpu-v2023 node list, `workers` of its CPU-only nodes taken at even steps
-//! through the list, so the mix of node shapes follows the list's.
+//! The fleet is either `workers` machines of `machine_cores` cores (the trace's own machines have
+//! 96) with 1 GiB per core, or, with a cluster-trace-gpu-v2023 node list, `workers` of its CPU-only
+//! nodes taken at even steps through the list, so the mix of node shapes follows the list's.
 //!
-//! Arrival times keep their order and spacing, scaled so that the fleet is loaded to `load`
-//! while jobs arrive: if every task started as soon as its parents finished, the cpu in use
+//! Arrival times keep their order and spacing: as in the trace (`load: None`), or scaled so that
+//! the fleet is loaded to `load` while jobs arrive: if every task started as soon as its parents finished, the cpu in use
 //! would average `load` of the fleet's between the first and the last arrival. Counting each
 //! job's work as spread over the arrival span instead misjudges the load badly, because most of
 //! the work belongs to jobs whose critical paths are longer than that span.
@@ -31,8 +31,11 @@ pub struct Options<'a> {
     /// A cluster-trace-gpu-v2023 node list to take CPU-only nodes from.
     pub fleet: Option<&'a Path>,
     pub workers: u32,
-    /// Offered cpu load: arrivals are compressed (or stretched) to reach it on the fleet.
-    pub load: f64,
+    /// Cores of each machine when there is no node list.
+    pub machine_cores: u32,
+    /// Offered cpu load: arrivals are compressed (or stretched) to reach it on the fleet. `None`
+    /// keeps the trace's own arrival times.
+    pub load: Option<f64>,
     pub max_instances: u32,
     /// Jobs with a task longer than this are dropped (and counted): a handful of hours-long tasks
     /// would otherwise dominate every makespan after arrivals are compressed.
@@ -40,9 +43,12 @@ pub struct Options<'a> {
     /// Gives each job `deadlineSeconds` of this many times its critical path (by the trace's
     /// durations, rounded up to a second), as the ERDOS simulator's deadlines are; none without.
     pub deadline_factor: Option<f64>,
+    /// The scenario's name.
+    pub name: &'a str,
 }
 
-/// Machines of the trace: 96 cores and (normalised) memory 100, taken as 96 GiB.
+/// Machines of the trace: 96 cores and (normalised) memory 100, taken as 96 GiB. Task sizes are
+/// read against these, whatever the fleet.
 const MACHINE_CPU: u32 = 96_000;
 const MACHINE_MEM: u32 = 98_304;
 
@@ -79,6 +85,16 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
     {
         bail!("--deadline-factor must be a positive number, such as 1.5 (got {f})");
     }
+    if let Some(l) = opts.load
+        && !(l > 0.0 && l.is_finite())
+    {
+        bail!(
+            "--load must be a positive number, such as 0.9 (got {l}); --keep-times keeps the trace's arrival times"
+        );
+    }
+    if opts.machine_cores == 0 {
+        bail!("--machine-cores must be at least 1");
+    }
     let mut report = Report::default();
     let fleet = match opts.fleet {
         Some(p) => cpu_fleet(p, opts.workers, &mut report)?,
@@ -86,14 +102,25 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
             group: "machine".into(),
             count: opts.workers.max(1),
             capabilities: Capabilities {
-                cpu_millis: MACHINE_CPU,
-                memory_mib: MACHINE_MEM,
+                cpu_millis: opts.machine_cores.saturating_mul(1000),
+                memory_mib: opts.machine_cores.saturating_mul(1024),
                 ..Capabilities::default()
             },
             warm_models: Vec::new(),
             max_warm_models: 1,
         }],
     };
+    import_onto(path, opts, fleet, report, command)
+}
+
+/// Imports the jobs onto a given fleet (`mixed` puts them on GPU nodes).
+pub(crate) fn import_onto(
+    path: &Path,
+    opts: &Options<'_>,
+    fleet: Vec<WorkerGroup>,
+    mut report: Report,
+    command: &str,
+) -> Result<(Scenario, Report)> {
     // No task may be larger than the largest node, or its job could never finish.
     let max_cpu = fleet
         .iter()
@@ -283,21 +310,48 @@ pub fn import(path: &Path, opts: &Options<'_>, command: &str) -> Result<(Scenari
         });
     }
     let at: Vec<f64> = arrivals.iter().map(|a| a.at_ms as f64).collect();
-    let squeeze = squeeze_for_load(&at, &profiles, capacity, opts.load);
+    let nodes = fleet.iter().map(|g| g.count).sum::<u32>();
+    let squeeze = match opts.load {
+        None => 1.0,
+        Some(load) => {
+            // Even all at once, the jobs may not keep the fleet that busy.
+            let most = offered_load(&at, &profiles, capacity, 1e-6);
+            if at.iter().any(|&a| a > 0.0) && most < load {
+                bail!(
+                    "--load {load} is out of reach: {} jobs on {nodes} nodes ({:.0} cores) give at most {most:.2} even if they all arrive at once. \
+                     Use fewer --workers, more --jobs, or --keep-times",
+                    arrivals.len(),
+                    capacity / 1000.0
+                );
+            }
+            squeeze_for_load(&at, &profiles, capacity, load)
+        }
+    };
     for a in &mut arrivals {
         a.at_ms = (a.at_ms as f64 * squeeze) as u64;
     }
     let last_arrival = (last_arrival as f64 * squeeze) as u64;
+    let offered = offered_load(&at, &profiles, capacity, squeeze);
     report.notes.push(format!(
-        "fleet: {} nodes, {:.0} cores; arrivals compressed {:.1}x to an offered cpu load of {:.2} while jobs arrive",
-        fleet.iter().map(|g| g.count).sum::<u32>(),
-        capacity / 1000.0,
-        1.0 / squeeze,
-        opts.load
+        "fleet: {nodes} nodes, {:.0} cores",
+        capacity / 1000.0
+    ));
+    report.notes.push(match opts.load {
+        Some(_) => format!(
+            "arrivals: the trace's spacing compressed {:.1}x, for an offered cpu load of {offered:.2} while jobs arrive (--load; --keep-times keeps the trace's times)",
+            1.0 / squeeze
+        ),
+        None => format!(
+            "arrivals: the trace's own times (--keep-times), an offered cpu load of {offered:.2} while jobs arrive"
+        ),
+    });
+    report.notes.push(format!(
+        "tasks: cpu and memory are the trace's per-instance plan times min(instances, --max-instances {}), capped at the largest node; run time is end_time - start_time (at least 1 s)",
+        opts.max_instances.max(1)
     ));
     let horizon = (last_arrival / 1000) * 3 + 86_400;
     let scenario = Scenario {
-        name: "alibaba-v2018-dag".into(),
+        name: opts.name.to_owned(),
         description: format!("Generated from Alibaba cluster-trace-v2018 batch DAGs by: {command}"),
         seed: 1,
         horizon_seconds: horizon,
@@ -424,10 +478,12 @@ mod tests {
             jobs: None,
             fleet: None,
             workers: 1,
-            load: 0.0,
+            machine_cores: 96,
+            load: None,
             max_instances: 8,
             max_task_seconds: 1800,
             deadline_factor,
+            name: "t",
         };
         let (sc, _) = import(&csv, &opts(Some(1.5)), "test").unwrap();
         assert_eq!(sc.workload.jobs[0].spec.deadline_seconds, Some(225));
