@@ -550,19 +550,28 @@ fn removing_a_worker_requeues_its_tasks() {
     assert!(sim.s.worker_names().is_empty());
 }
 
-fn two_model_workers() -> Sim {
+/// A worker with one GPU that serves any model.
+fn one_gpu(cpu: u32) -> Capabilities {
+    Capabilities {
+        gpus: 1,
+        models: vec!["*".into()],
+        ..caps(cpu, 8192)
+    }
+}
+
+/// The core with model loads of 30 s.
+fn with_model_loads() -> Sim {
     let settings = Settings {
         model_load_ms: 30_000,
         ..Settings::default()
     };
-    let mut sim = Sim::with(settings, Strategy::Splai);
-    let one_gpu = || Capabilities {
-        gpus: 1,
-        models: vec!["*".into()],
-        ..caps(8000, 8192)
-    };
-    sim.worker("warm", one_gpu());
-    sim.worker("cold", one_gpu());
+    Sim::with(settings, Strategy::Splai)
+}
+
+fn two_model_workers() -> Sim {
+    let mut sim = with_model_loads();
+    sim.worker("warm", one_gpu(8000));
+    sim.worker("cold", one_gpu(8000));
     sim.heartbeat("warm", &["llama"]);
     sim
 }
@@ -607,17 +616,8 @@ fn a_task_waits_for_a_busy_warm_worker_that_frees_up_within_half_a_model_load() 
 
 #[test]
 fn a_task_does_not_wait_for_a_warm_worker_whose_first_ending_attempt_frees_too_little() {
-    let settings = Settings {
-        model_load_ms: 30_000,
-        ..Settings::default()
-    };
-    let mut sim = Sim::with(settings, Strategy::Splai);
-    let one_gpu = || Capabilities {
-        gpus: 1,
-        models: vec!["*".into()],
-        ..caps(4000, 8192)
-    };
-    sim.worker("warm", one_gpu());
+    let mut sim = with_model_loads();
+    sim.worker("warm", one_gpu(4000));
     sim.heartbeat("warm", &["llama"]);
     // Batch work holds most of the warm worker's cores for ten minutes; a request holds its GPU
     // for five seconds.
@@ -628,7 +628,7 @@ fn a_task_does_not_wait_for_a_warm_worker_whose_first_ending_attempt_frees_too_l
     short.resources.cpu_millis = 1000;
     sim.submit("short", JobBuilder::new("acme").task(short).build());
     assert_eq!(&*sim.assigned("short", "t").unwrap().worker, "warm");
-    sim.worker("cold", one_gpu());
+    sim.worker("cold", one_gpu(4000));
     // The next request needs 2000m: when the short request ends, the warm worker has 1000m.
     let mut next = gpu_inference("t", 5_000);
     next.resources.cpu_millis = 2000;
@@ -733,18 +733,9 @@ fn time_queued_behind_other_work_does_not_use_up_a_tasks_wait_for_a_warm_worker(
 
 #[test]
 fn a_cold_load_goes_where_it_evicts_no_model_that_tasks_are_waiting_for() {
-    let settings = Settings {
-        model_load_ms: 30_000,
-        ..Settings::default()
-    };
-    let mut sim = Sim::with(settings, Strategy::Splai);
-    let one_gpu = || Capabilities {
-        gpus: 1,
-        models: vec!["*".into()],
-        ..caps(8000, 8192)
-    };
-    sim.worker("keeps-a", one_gpu());
-    sim.worker("keeps-b", one_gpu());
+    let mut sim = with_model_loads();
+    sim.worker("keeps-a", one_gpu(8000));
+    sim.worker("keeps-b", one_gpu(8000));
     // Each worker's cache holds one model, as its heartbeats show.
     sim.heartbeat("keeps-a", &["model-a"]);
     sim.heartbeat("keeps-b", &["model-b"]);
@@ -875,12 +866,7 @@ fn inside_a_job_the_critical_task_runs_first_even_when_its_shape_differs() {
 #[test]
 fn a_model_holding_its_share_of_warm_workers_waits_for_them_rather_than_load_cold() {
     let mut sim = two_model_workers();
-    let one_gpu = || Capabilities {
-        gpus: 1,
-        models: vec!["*".into()],
-        ..caps(8000, 8192)
-    };
-    sim.worker("warm-2", one_gpu());
+    sim.worker("warm-2", one_gpu(8000));
     sim.heartbeat("warm-2", &["llama"]);
     for j in ["a", "b"] {
         sim.submit(
