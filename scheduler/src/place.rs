@@ -253,7 +253,7 @@ pub(crate) struct Request<'a> {
     pub allowed_zones: Option<&'a BitSet>,
     pub strategy: Strategy,
     /// Whether the task packs (`ScoreTerms::packing`): it loads no model and larger tasks
-    /// without a model wait in the queue.
+    /// without a model wait for room.
     pub packs: bool,
     /// Seeds the `random` baseline for this one decision.
     pub rng_key: u64,
@@ -608,13 +608,15 @@ impl Placer<'_> {
         .iter()
         .all(|x| *x >= 0.0)
             && k != usize::MAX;
+        let packs = req.packs && w.packing > 0.0;
         // The most the class-dependent terms can add: a warm model, or a worker filled up.
         let warm_bonus = if shape.model.is_some() {
             w.model_warm_cache
-        } else {
+        } else if packs {
             w.packing
+        } else {
+            0.0
         };
-        let packs = req.packs && w.packing > 0.0;
         let half = self.settings.queue_half_depth.max(1e-9);
         let mut best: Option<Scored> = None;
         let mut second: Option<Scored> = None;

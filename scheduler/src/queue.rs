@@ -33,6 +33,9 @@ pub(crate) struct Bucket {
     pub model: Option<u32>,
     /// The cpu and GPUs each task asks for, for tasks without a model (those that pack).
     pub size: Option<(u32, u32)>,
+    /// Its head found every suitable worker too full, and nothing has been placed from it
+    /// since: its size counts in `ReadyQueue::larger_waits`.
+    pub blocked: bool,
     pub tasks: BTreeSet<Queued>,
     pub reason: Option<PendingReason>,
     /// Found no worker (or chose to wait) at this fleet epoch; skip it until the epoch moves or,
@@ -51,8 +54,8 @@ pub(crate) struct ReadyQueue {
     pub demand: Vec<u32>,
     /// Attempts in flight per model id: with `demand`, how much work each model has.
     pub running: Vec<u32>,
-    /// Queued tasks without a model, counted by the cpu and by the GPUs they ask for: whether
-    /// larger tasks wait, for which smaller ones should leave whole workers free.
+    /// Blocked buckets of tasks without a model, counted by the cpu and by the GPUs each task
+    /// asks for: whether larger tasks wait for room, which smaller ones should leave them.
     waiting_cpu: BTreeMap<u32, u32>,
     waiting_gpus: BTreeMap<u32, u32>,
 }
@@ -87,6 +90,7 @@ impl ReadyQueue {
                     shape,
                     model,
                     size,
+                    blocked: false,
                     tasks: BTreeSet::new(),
                     reason: None,
                     parked: None,
@@ -105,10 +109,6 @@ impl ReadyQueue {
                 }
                 self.demand[m] += 1;
             }
-            if let Some((cpu, gpus)) = self.buckets[bucket as usize].size {
-                count(&mut self.waiting_cpu, cpu, true);
-                count(&mut self.waiting_gpus, gpus, true);
-            }
             self.nonempty.insert(bucket);
         }
     }
@@ -121,13 +121,10 @@ impl ReadyQueue {
             if let Some(m) = b.model {
                 self.demand[m as usize] -= 1;
             }
-            if let Some((cpu, gpus)) = b.size {
-                count(&mut self.waiting_cpu, cpu, false);
-                count(&mut self.waiting_gpus, gpus, false);
-            }
             if b.tasks.is_empty() {
                 b.reason = None;
                 self.nonempty.remove(&bucket);
+                self.set_blocked(bucket, false);
             }
         }
         removed
@@ -157,7 +154,20 @@ impl ReadyQueue {
         )
     }
 
-    /// Whether a queued task without a model asks for more cpu or more GPUs than this.
+    /// Marks a bucket as waiting for room (its head fits no worker's free capacity) or not.
+    pub fn set_blocked(&mut self, bucket: u32, blocked: bool) {
+        let b = &mut self.buckets[bucket as usize];
+        if b.blocked == blocked {
+            return;
+        }
+        b.blocked = blocked;
+        if let Some((cpu, gpus)) = b.size {
+            count(&mut self.waiting_cpu, cpu, blocked);
+            count(&mut self.waiting_gpus, gpus, blocked);
+        }
+    }
+
+    /// Whether tasks without a model that ask for more cpu or more GPUs than this wait for room.
     pub fn larger_waits(&self, cpu: u32, gpus: u32) -> bool {
         self.waiting_cpu
             .last_key_value()

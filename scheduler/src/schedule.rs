@@ -59,7 +59,9 @@ impl Scheduler {
         shape: u32,
         allowed_zones: Option<&'a BitSet>,
     ) -> Request<'a> {
-        let packs = task.model.is_none() && self.queue.larger_waits(task.cpu, task.gpus);
+        let packs = self.strategy == Strategy::Splai
+            && task.model.is_none()
+            && self.queue.larger_waits(task.cpu, task.gpus);
         Request {
             shape,
             job: j,
@@ -189,6 +191,8 @@ impl Scheduler {
             if let Some((reason, until)) = failed.get(&(shape, zone_key)) {
                 let (reason, until) = (reason.clone(), *until);
                 self.park(bucket, epoch, until);
+                self.queue
+                    .set_blocked(bucket, matches!(reason, PendingReason::AllBusy { .. }));
                 self.set_reason(bucket, reason, out);
                 continue;
             }
@@ -219,6 +223,7 @@ impl Scheduler {
                         continue;
                     }
                     self.queue.buckets[bucket as usize].parked = None;
+                    self.queue.set_blocked(bucket, false);
                     self.queue.remove(bucket, &head);
                     self.assign(head.job, head.task, worker, explanation, now, out);
                     if let Some(k) = self.pass_key(bucket, now) {
@@ -228,6 +233,8 @@ impl Scheduler {
                 Err(reason) => {
                     failed.insert((shape, zone_key), (reason.clone(), None));
                     self.park(bucket, epoch, None);
+                    self.queue
+                        .set_blocked(bucket, matches!(reason, PendingReason::AllBusy { .. }));
                     self.set_reason(bucket, reason, out);
                 }
             }

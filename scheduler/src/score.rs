@@ -10,9 +10,9 @@
 //!   scores 0.25 when the worker's cache has room (as far as its heartbeats have shown) or would
 //!   evict a model nobody waits for, falling towards 0 as the evicted model has more queued tasks.
 //! - `locality_score`: 1 when the worker is in the task's preferred locality.
-//! - `packing`: while tasks without a model that ask for more cpu or GPUs than this one wait in
-//!   the queue, the worker's largest share of cpu, memory or GPUs in use once this task is
-//!   placed. Filling busy workers first keeps whole workers free for the larger tasks, where
+//! - `packing`: while tasks without a model that ask for more cpu or GPUs than this one wait for
+//!   room (every suitable worker was too full for them), the worker's largest share of cpu,
+//!   memory or GPUs in use once this task is placed. Filling busy workers first keeps whole workers free for the larger tasks, where
 //!   spreading would strand capacity none of them can use (fragmentation). Otherwise 0: with
 //!   no larger task waiting, spreading costs nothing and keeps more workers' speed in view, and
 //!   inference tasks follow warm caches and queues, which packing would only disturb.
