@@ -9,6 +9,26 @@ use clap::{Parser, Subcommand};
 use splai_scheduler::Strategy;
 use splai_sim::{Engine, Run, scenario::Scenario};
 
+/// `print!` and `println!` that end the program quietly when standard output is closed early
+/// (`splai-sim ... | head`), where the std macros panic.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*)
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        out!($($t)*);
+        out!("\n");
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "splai-sim",
@@ -298,11 +318,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 result.execute()?
             };
-            print!("{}", result.table());
+            out!("{}", result.table());
             match out {
                 Some(dir) => {
                     result.write(&dir)?;
-                    println!("wrote {}", dir.display());
+                    outln!("wrote {}", dir.display());
                 }
                 None => eprintln!(
                     "no files written: add --out DIR for summary.json, the CSVs and the plots"
@@ -332,11 +352,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let sc = load(&scenario)?;
             let table = splai_sim::compare::compare(&sc, &policies, seeds.range(), engine)?;
-            print!("{}", table.render());
+            out!("{}", table.render());
             if let Some(path) = csv {
                 std::fs::write(&path, table.csv())
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -351,7 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let report = splai_sim::compare::sweep(&sc, seeds.range(), policy, engine, threads)?;
-            println!("{}", report.line());
+            outln!("{}", report.line());
             match report.failures.first() {
                 None => Ok(ExitCode::SUCCESS),
                 Some((seed, why)) => {
@@ -387,12 +407,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let b = splai_sim::regress::update(&loaded, old.as_ref(), &accept)?;
                 std::fs::write(&baseline, serde_json::to_string_pretty(&b)? + "\n")
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", baseline.display()))?;
-                println!("wrote {}", baseline.display());
+                outln!("wrote {}", baseline.display());
                 return Ok(ExitCode::SUCCESS);
             }
             let b = splai_sim::regress::Baseline::load(&baseline)?;
             let report = splai_sim::regress::check(&loaded, &b)?;
-            print!("{}", report.render());
+            out!("{}", report.render());
             if report.regressions() == 0 {
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -491,12 +511,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             write_scenario(&out, &sc, &command)?;
-            print!("{report}");
-            println!("wrote {}", out.display());
+            out!("{report}");
+            outln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
-            println!("{}", splai_sim::scenario::schema_json());
+            outln!("{}", splai_sim::scenario::schema_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
@@ -529,12 +549,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "no decision was made about {task}: check the job and task names (jobs.csv and tasks.csv list them)"
                 );
             }
-            println!(
+            outln!(
                 "decisions about {task} (seed {seed}, policy {}):",
                 policy.name()
             );
             for line in log {
-                println!("  {line}");
+                outln!("  {line}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -225,3 +225,19 @@ fn update_refuses_a_worse_baseline_unless_each_regression_is_accepted_by_name() 
     let o = splai_sim(&["regress", "scenarios/quickstart.yaml", "--baseline", &b]);
     assert!(o.status.success(), "{}", stdout(&o));
 }
+
+#[test]
+fn output_into_a_reader_that_stops_early_ends_quietly_without_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splai-sim"))
+        .args(["compare", "scenarios/quickstart.yaml", "--seeds", "1"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As `| head -0` would: the reader goes away before anything is written.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
