@@ -46,8 +46,9 @@ pub(crate) struct Class {
     /// Healthy members as (active attempts, tie key, worker): least loaded first, and among
     /// equals in the order the score's tie-break prefers.
     pub by_load: BTreeSet<LoadKey>,
-    /// Healthy members, fewest free GPUs then least free cpu first: the tightest fits for a
-    /// task that packs (see `score::ScoreTerms::packing`) are the first that fit.
+    /// Healthy members, fewest free GPUs then least free cpu first: for a task that packs (see
+    /// `score::ScoreTerms::packing`), the tightest fits by GPUs and cpu come first (memory is
+    /// not in the order).
     pub by_free: BTreeSet<FreeKey>,
     /// Healthy members with a model warm, per model.
     pub warm: FxHashMap<u32, BTreeSet<LoadKey>>,
@@ -244,8 +245,8 @@ impl Fleet {
         }
     }
 
-    /// Removes the worker from its class's indices. Call before changing its depth, warm set
-    /// or health, then call `index`.
+    /// Removes the worker from its class's indices. Call before changing its depth, free
+    /// capacity, warm set, health or class, then call `index`.
     pub fn unindex(&mut self, id: WorkerId) {
         let w = &self.workers[id as usize];
         if !w.eligible() {

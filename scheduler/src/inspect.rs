@@ -365,6 +365,28 @@ impl Scheduler {
                 ));
             }
         }
-        Ok(())
+        // Each class's placement indices hold exactly its eligible members, at their current
+        // load and free capacity.
+        for (c, class) in self.fleet.classes.iter().enumerate() {
+            let members = self
+                .fleet
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.eligible() && w.class as usize == c);
+            let by_load: std::collections::BTreeSet<_> = members
+                .clone()
+                .map(|(id, w)| (w.depth(), w.tie_key, id as u32))
+                .collect();
+            let by_free: std::collections::BTreeSet<_> = members
+                .map(|(id, w)| (w.free_gpus, w.free_cpu, w.tie_key, id as u32))
+                .collect();
+            if by_load != class.by_load || by_free != class.by_free {
+                return Err(format!(
+                    "class {c}'s load or free-capacity index does not match its eligible workers"
+                ));
+            }
+        }
+        self.queue.check_blocked()
     }
 }

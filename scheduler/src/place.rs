@@ -240,6 +240,10 @@ impl fmt::Display for PendingReason {
     }
 }
 
+/// How many times `candidates_per_class` of the tightest fits a task that packs scores per
+/// class (see `Placer::best_scored`).
+const PACK_SCAN: usize = 16;
+
 /// `model_warm_cache` of a cold load that evicts nothing anyone waits for.
 const COLD_CREDIT: f64 = 0.25;
 /// Queued tasks of an evicted model at which a cold load loses half of `COLD_CREDIT`.
@@ -578,12 +582,15 @@ impl Placer<'_> {
     ///
     /// Classes are visited best static score first (`capability_match` and `locality_score`
     /// depend only on the class). In each class it scores up to `candidates_per_class` feasible
-    /// workers that have the model warm, as many of the least loaded and, for a task that packs,
-    /// as many of the tightest fits: within a class the other terms differ only by queue depth,
-    /// warmth, fullness and observed speed, so deeper in a list lies no better worker unless its
-    /// observed speed is much higher. A class is skipped when even its best case — static
-    /// terms, a warm model, a full worker, its shortest queue, no latency — cannot beat the
-    /// runner-up so far, and the scan stops when no later class can.
+    /// workers that have the model warm and as many of the least loaded: within a class the
+    /// other terms differ only by queue depth, warmth and observed speed, so deeper in a list
+    /// lies no better worker unless its observed speed is much higher. A task that packs trades
+    /// fullness against queue depth, which no single list orders, so it also scores up to
+    /// `PACK_SCAN` times as many of the tightest fits: every worker of a class of up to that
+    /// many healthy members, where the search is exact. A class is skipped when even its best
+    /// case — static terms, a warm model, a full worker, its shortest queue, no latency —
+    /// cannot beat the runner-up so far, and the scan stops when no later class can. A worker
+    /// on more than one list is scored once.
     fn best_scored(
         &self,
         shape: &Shape,
@@ -596,6 +603,7 @@ impl Placer<'_> {
             k => k as usize,
         };
         let scan_limit = k.saturating_mul(4);
+        let pack_k = k.saturating_mul(PACK_SCAN);
         let w = &self.settings.weights;
         // Pruning relies on every weight being non-negative.
         let prune = [
@@ -627,6 +635,7 @@ impl Placer<'_> {
                     && self.fleet.workers[a.worker as usize].tie_key
                         < self.fleet.workers[b.worker as usize].tie_key)
         };
+        let mut seen: Vec<WorkerId> = Vec::new();
         for &(static_score, c) in ranked {
             let c = c as usize;
             if !self.zone_ok(req.allowed_zones, c) {
@@ -656,18 +665,18 @@ impl Placer<'_> {
                     continue;
                 }
             }
-            // Scores up to `k` feasible workers of one list, skipping those already scored.
+            // The workers of this class scored so far: a worker on two lists counts once.
+            seen.clear();
+            // Scores up to `$k` feasible workers of one list, skipping those already scored.
             macro_rules! scan {
-                ($ids:expr) => {{
+                ($ids:expr, $k:expr, $limit:expr) => {{
                     let mut taken = 0;
-                    for wid in $ids.take(scan_limit) {
+                    for wid in $ids.take($limit) {
                         let worker = &self.fleet.workers[wid as usize];
-                        if !feasible(worker)
-                            || best.as_ref().is_some_and(|b| b.worker == wid)
-                            || second.as_ref().is_some_and(|b| b.worker == wid)
-                        {
+                        if !feasible(worker) || seen.contains(&wid) {
                             continue;
                         }
+                        seen.push(wid);
                         count += 1;
                         let s = self.scored(shape, req, wid);
                         if best.as_ref().is_none_or(|b| better(&s, b)) {
@@ -677,24 +686,26 @@ impl Placer<'_> {
                             second = Some(s);
                         }
                         taken += 1;
-                        if taken == k {
+                        if taken == $k {
                             break;
                         }
                     }
                 }};
             }
             if let Some(warm) = warm {
-                scan!(warm.iter().map(|&(_, _, wid)| wid));
+                scan!(warm.iter().map(|&(_, _, wid)| wid), k, scan_limit);
             }
-            scan!(class.by_load.iter().map(|&(_, _, wid)| wid));
+            scan!(class.by_load.iter().map(|&(_, _, wid)| wid), k, scan_limit);
             if packs {
-                // The tightest fits: the fewest free GPUs, then the least free cpu, that can
-                // hold the task.
+                // The tightest fits first: the fewest free GPUs, then the least free cpu, that
+                // can hold the task.
                 scan!(
                     class
                         .by_free
                         .range((shape.gpus, shape.cpu, 0, 0)..)
-                        .map(|&(_, _, _, wid)| wid)
+                        .map(|&(_, _, _, wid)| wid),
+                    pack_k,
+                    pack_k.saturating_mul(4)
                 );
             }
         }

@@ -167,6 +167,29 @@ impl ReadyQueue {
         }
     }
 
+    /// Whether the counts of blocked sizes match the blocked buckets, and no empty bucket is
+    /// blocked.
+    pub fn check_blocked(&self) -> Result<(), String> {
+        let (mut cpu, mut gpus) = (BTreeMap::new(), BTreeMap::new());
+        for (i, b) in self.buckets.iter().enumerate() {
+            if b.blocked && b.tasks.is_empty() {
+                return Err(format!(
+                    "bucket {i} is empty but counted as waiting for room"
+                ));
+            }
+            if let (true, Some((c, g))) = (b.blocked, b.size) {
+                count(&mut cpu, c, true);
+                count(&mut gpus, g, true);
+            }
+        }
+        if cpu != self.waiting_cpu || gpus != self.waiting_gpus {
+            return Err(
+                "the sizes of tasks waiting for room do not match the blocked buckets".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Whether tasks without a model that ask for more cpu or more GPUs than this wait for room.
     pub fn larger_waits(&self, cpu: u32, gpus: u32) -> bool {
         self.waiting_cpu

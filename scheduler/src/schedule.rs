@@ -94,7 +94,11 @@ impl Scheduler {
             .max(share(u64::from(u.gpus), f.total_gpus))
     }
 
+    /// Records why a bucket waits; one that waits for room (every suitable worker too full)
+    /// counts as a larger task waiting, for which smaller ones pack (`ScoreTerms::packing`).
     pub(crate) fn set_reason(&mut self, bucket: u32, reason: PendingReason, out: &mut Vec<Effect>) {
+        self.queue
+            .set_blocked(bucket, matches!(reason, PendingReason::AllBusy { .. }));
         let b = &mut self.queue.buckets[bucket as usize];
         if b.reason.as_ref() == Some(&reason) {
             return;
@@ -191,8 +195,6 @@ impl Scheduler {
             if let Some((reason, until)) = failed.get(&(shape, zone_key)) {
                 let (reason, until) = (reason.clone(), *until);
                 self.park(bucket, epoch, until);
-                self.queue
-                    .set_blocked(bucket, matches!(reason, PendingReason::AllBusy { .. }));
                 self.set_reason(bucket, reason, out);
                 continue;
             }
@@ -233,8 +235,6 @@ impl Scheduler {
                 Err(reason) => {
                     failed.insert((shape, zone_key), (reason.clone(), None));
                     self.park(bucket, epoch, None);
-                    self.queue
-                        .set_blocked(bucket, matches!(reason, PendingReason::AllBusy { .. }));
                     self.set_reason(bucket, reason, out);
                 }
             }

@@ -18,10 +18,13 @@ pub struct Settings {
     /// An attempt assigned this long ago that its worker's heartbeat does not list is lost
     /// (the assignment or the attempt's report went missing) and is retried.
     pub assignment_grace_ms: u64,
-    /// Waiting work gains one priority level per interval, so low priorities never starve.
+    /// Waiting work gains one priority level per interval past its due time (submission, plus
+    /// the critical path under `criticalPath` order), so low priorities never starve: a job
+    /// whose critical path is long starts to gain levels only once it could have finished.
     pub aging_interval_ms: u64,
-    /// Workers scored per capability class and list (least loaded, and warm for the model).
-    /// 0 scores every worker: exact, and slower on large fleets.
+    /// Workers scored per capability class and list (least loaded, and warm for the model; a
+    /// task that packs also scores 16 times as many of the tightest fits). 0 scores every
+    /// worker: exact, and slower on large fleets.
     pub candidates_per_class: u32,
     /// Queue depth at which `queue_penalty` reaches one half.
     pub queue_half_depth: f64,

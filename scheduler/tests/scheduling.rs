@@ -536,6 +536,75 @@ fn exhaustive_and_bounded_candidate_search_agree_on_a_small_fleet() {
 }
 
 #[test]
+fn exhaustive_and_bounded_search_agree_when_packing_trades_fullness_against_queues() {
+    // Nine 8000m workers: four running seven 1000m tasks each (full but for 1000m, queue 7),
+    // four running one 500m task (nearly idle, queue 1) and x running two 3000m tasks (queue 2).
+    // While an 8000m task waits, a 1000m task scores best on x (0.875 full, against 1.0 and
+    // 0.19; queue 2, against 7 and 1), which is fifth on both the least-loaded and the
+    // tightest-fit lists: four candidates of each would miss it.
+    let placed = |candidates: u32| {
+        let mut sim = Sim::with(
+            Settings {
+                candidates_per_class: candidates,
+                ..Settings::default()
+            },
+            Strategy::Splai,
+        );
+        let sized = |id: &str, cpu: u32| {
+            let mut t = task(id);
+            t.resources.cpu_millis = cpu;
+            t
+        };
+        for (i, name) in ["b1", "b2", "b3", "b4"].iter().enumerate() {
+            sim.worker(name, caps(8000, 65536));
+            let seven = (0..7).fold(JobBuilder::new("acme"), |b, t| {
+                b.task(sized(&format!("t{t}"), 1000))
+            });
+            sim.submit(&format!("busy{i}"), seven.build());
+        }
+        sim.worker("x", caps(8000, 65536));
+        let six = JobBuilder::new("acme")
+            .task(sized("a", 3000))
+            .task(sized("b", 3000));
+        sim.submit("six", six.build());
+        assert_eq!(&*sim.assigned("six", "a").unwrap().worker, "x");
+        assert_eq!(&*sim.assigned("six", "b").unwrap().worker, "x");
+        for name in ["i1", "i2", "i3", "i4"] {
+            sim.worker(name, caps(8000, 65536));
+        }
+        // Fill the idle workers partly so no single one is whole, then make a whole-worker task
+        // wait.
+        let mut partly: Vec<String> = (0..4)
+            .map(|i| {
+                let j = format!("idle{i}");
+                sim.submit(&j, JobBuilder::new("acme").task(sized("t", 500)).build());
+                sim.assigned(&j, "t").unwrap().worker.to_string()
+            })
+            .collect();
+        partly.sort();
+        assert_eq!(
+            partly,
+            ["i1", "i2", "i3", "i4"],
+            "spread over the idle ones"
+        );
+        sim.submit(
+            "whole",
+            JobBuilder::new("acme").task(sized("t", 8000)).build(),
+        );
+        assert!(sim.assigned("whole", "t").is_none());
+        sim.submit(
+            "small",
+            JobBuilder::new("acme").task(sized("t", 1000)).build(),
+        );
+        let a = sim.assigned("small", "t").unwrap();
+        (a.worker.to_string(), a.explanation.terms.packing > 0.0)
+    };
+    let exact = placed(0);
+    assert_eq!(exact, ("x".to_string(), true));
+    assert_eq!(placed(4), exact, "the bounded search finds x too");
+}
+
+#[test]
 fn removing_a_worker_requeues_its_tasks() {
     let mut sim = Sim::new();
     sim.worker("w1", caps(1000, 1024));

@@ -9,15 +9,18 @@ use clap::{Parser, Subcommand};
 use splai_scheduler::Strategy;
 use splai_sim::{Engine, Run, scenario::Scenario};
 
-/// `print!` and `println!` that end the program quietly when standard output is closed early
-/// (`splai-sim ... | head`), where the std macros panic.
+/// `print!` and `println!` that end the program when standard output cannot be written,
+/// where the std macros panic: quietly with status 141, as a program stopped by SIGPIPE, when
+/// the reader went away (`splai-sim ... | head`), else with a message and status 74 (EX_IOERR).
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = write!(std::io::stdout(), $($t)*)
-            && e.kind() == std::io::ErrorKind::BrokenPipe
-        {
-            std::process::exit(0);
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            eprintln!("splai-sim: cannot write to standard output: {e}");
+            std::process::exit(74);
         }
     }};
 }

@@ -194,7 +194,7 @@ impl Baseline {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line {
     pub scenario: String,
-    /// What was checked: the metric, with `target` or `vs best peer` where it is not the
+    /// What was checked: the metric, with `@target` or `@best-peer` where it is not the
     /// baseline.
     pub check: String,
     /// What it was held to, in words.
@@ -290,7 +290,7 @@ pub fn check(scenarios: &[(String, Scenario)], baseline: &Baseline) -> Result<Re
             if sc.name == scenario {
                 let now = value(&s, name);
                 line(
-                    format!("{name} target"),
+                    format!("{name}@target"),
                     format!(
                         "{} {bound}",
                         if better == Better::Lower {
@@ -349,7 +349,7 @@ fn against_peers(
         }
         let now = value(splai, name);
         out.push((
-            format!("{name} vs best peer"),
+            format!("{name}@best-peer"),
             format!("{} {reference}", peer.name()),
             now,
             worse(better, reference, now, tolerance),
@@ -400,6 +400,31 @@ mod tests {
         assert!(!worse(Better::Lower, 10.0, 10.09, 0.01));
         assert!(worse(Better::Lower, 10.0, 10.2, 0.01));
         assert!(worse(Better::Higher, 0.9, 0.898, 0.0));
+    }
+
+    #[test]
+    fn every_target_names_a_committed_scenario_and_every_trace_scenario_is_in_the_baseline() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let text = std::fs::read_to_string(dir.join("baseline.json")).unwrap();
+        let baseline: Baseline = serde_json::from_str(&text).unwrap();
+        let names: Vec<String> = baseline
+            .scenarios
+            .keys()
+            .map(|file| {
+                Scenario::load(&dir.join("..").join(file))
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .name
+            })
+            .collect();
+        for (scenario, ..) in TARGETS {
+            assert!(
+                names.iter().any(|n| n == scenario),
+                "{scenario} is not committed"
+            );
+        }
+        for trace in ["alibaba-v2018-dag", "alibaba-genai", "alibaba-mixed"] {
+            assert!(names.iter().any(|n| n == trace), "{trace} left the gate");
+        }
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct Summary {
     pub jct_p99_s: f64,
     pub queue_wait_mean_s: f64,
     /// Mean over completed jobs of JCT divided by the job's critical path (its JCT had it
-    /// run alone on workers of speed 1): 1 is no waiting.
+    /// run alone on workers of speed 1): 1 is no waiting at speed 1; faster workers can take
+    /// it below 1.
     #[serde(default)]
     pub slowdown_mean: f64,
     /// Jain's index of the tenants' mean slowdowns, `(sum x)^2 / (n * sum x^2)`: 1 when every

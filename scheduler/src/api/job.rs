@@ -12,7 +12,9 @@ pub struct JobSpec {
     /// The `SPLAIPolicy` to admit the job against. Without it, the tenant's own policy applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<String>,
-    /// Higher runs first. Waiting work gains one level per `agingIntervalMs`, so nothing starves.
+    /// Higher runs first. Waiting work gains one level per `agingIntervalMs` past its due time
+    /// (its submission under `arrival` order, submission plus critical path under
+    /// `criticalPath`), so nothing starves.
     #[serde(default)]
     pub priority: i32,
     /// The tasks. Leave empty and set `plan` to have the planner write them.

@@ -41,6 +41,11 @@ pub fn import(opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
             bail!("{flag} must be in (0, 1], such as 0.6 (got {share})");
         }
     }
+    for (flag, load) in [("--cpu-load", opts.cpu_load), ("--gpu-load", opts.gpu_load)] {
+        if !(load > 0.0 && load.is_finite()) {
+            bail!("{flag} must be a positive number, such as 0.7 (got {load})");
+        }
+    }
     let mut report = Report::default();
     let fleet = genai::gpu_fleet(opts.fleet, opts.workers, &mut report)?;
     let (mut sc, dag) = v2018::import_onto(

@@ -318,8 +318,8 @@ pub(crate) fn import_onto(
             let most = offered_load(&at, &profiles, capacity, 1e-6);
             if at.iter().any(|&a| a > 0.0) && most < load {
                 bail!(
-                    "--load {load} is out of reach: {} jobs on {nodes} nodes ({:.0} cores) give at most {most:.2} even if they all arrive at once. \
-                     Use fewer --workers, more --jobs, or --keep-times",
+                    "an offered cpu load of {load} is out of reach: {} jobs on {nodes} nodes ({:.0} cores) give at most {most:.2} even if they all arrive at once. \
+                     Use fewer workers, more jobs, a lower load, or the trace's own times (--keep-times)",
                     arrivals.len(),
                     capacity / 1000.0
                 );
