@@ -3,6 +3,10 @@
 # (see deploy/README.md):
 #   docker build -f deploy/docker/worker.Dockerfile -t splai-worker:dev .
 ARG RUST_VERSION=1.95
+# BINARIES=prebuilt copies release binaries built outside the image from the build context's top
+# folder instead of compiling them (scripts/node-images.sh, for the pod tests); the default
+# compiles them in the build stage below, and the other stage is never built.
+ARG BINARIES=build
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
@@ -11,6 +15,11 @@ RUN --mount=type=cache,id=splai-cargo-registry,target=/usr/local/cargo/registry 
     --mount=type=cache,id=splai-target,target=/src/target,sharing=locked \
     cargo build --release --locked -p splai-worker --bin splai-worker \
     && install -D -m 0755 target/release/splai-worker /out/splai-worker
+
+FROM scratch AS prebuilt
+COPY splai-worker /out/splai-worker
+
+FROM ${BINARIES} AS binaries
 
 # Not distroless: command tasks run as `setpriv --no-new-privs prlimit ... -- CMD` (util-linux,
 # which Debian ships in every image as an essential package) and commonly through /bin/sh.
@@ -21,7 +30,7 @@ FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=20230311+deb12u1 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/splai-worker /usr/local/bin/splai-worker
+COPY --from=binaries /out/splai-worker /usr/local/bin/splai-worker
 # Fail the build, not the first task, if the sandbox's wrappers ever leave the base image: the
 # same chain the agent starts, around /bin/sh.
 RUN setpriv --no-new-privs -- prlimit --nofile=64 -- /bin/sh -c true
