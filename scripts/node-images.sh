@@ -7,13 +7,14 @@
 #   - registry.k8s.io/pause:3.10.2            kubernetes' own pause.c, compiled static (cached);
 #   - with --splai DIR: docker.io/library/splai-{operator,gateway,worker}:dev, built by buildah
 #     from deploy/docker/*.Dockerfile with BINARIES=prebuilt: the Dockerfiles' runtime stages
-#     around the release binaries in DIR (splai-operator, splai-gateway, splai, splai-worker).
+#     around the binaries in DIR (splai-operator, splai-gateway, splai, splai-worker; release or
+#     debug builds: their debug info is stripped from the images' copies).
 # Each image is written as an OCI archive <dir>/<name>.tar, which scripts/node-up.sh imports into
 # containerd's k8s.io namespace.
 #
 # Usage:
 #   DIR=$(scripts/node-images.sh | tail -1)               # base images, built once
-#   scripts/node-images.sh --splai target/release         # also the SPLAI images (each run)
+#   scripts/node-images.sh --splai target/debug           # also the SPLAI images (each run)
 #   scripts/node-images.sh --check                        # exit 0 iff the base images are cached
 # The last line of stdout is the images folder; progress goes to stderr. Needs root (debootstrap,
 # buildah), debootstrap, buildah and gcc (scripts/node-testbin.sh installs the first two).
@@ -149,8 +150,9 @@ fi
 if [[ -n "$SPLAI_BIN" ]]; then
   ctx="$WORK/context"; mkdir -p "$ctx"
   for b in splai-operator splai-gateway splai splai-worker; do
-    [[ -x "$SPLAI_BIN/$b" ]] || die "$SPLAI_BIN/$b is missing: cargo build --release -p splai-operator -p splai-gateway -p splai-worker"
+    [[ -x "$SPLAI_BIN/$b" ]] || die "$SPLAI_BIN/$b is missing: cargo build -p splai-operator -p splai-gateway -p splai-worker"
     cp "$SPLAI_BIN/$b" "$ctx/$b"
+    strip --strip-debug "$ctx/$b"   # a debug build's 280 MB are 60 MB without it
   done
   for image in operator gateway worker; do
     t=$SECONDS

@@ -1,7 +1,7 @@
 //! SPLAI in real pods: `deploy/node` (the kind overlay and a default StorageClass) applied with
 //! `kubectl apply -k` to a one-node cluster on this machine (`scripts/node-up.sh`: kubelet,
 //! containerd, kube-proxy, CoreDNS), with images made from the project's Dockerfiles around the
-//! release binaries. Nothing of SPLAI runs outside pods; the tests use kubectl, the `splai` CLI
+//! binaries this test run built. Nothing of SPLAI runs outside pods; the tests use kubectl, the `splai` CLI
 //! and the artifact volume's folder on this machine.
 //!
 //! Needs root (kubelet, containerd). One cluster serves the whole binary; the tests take turns,
@@ -165,6 +165,39 @@ fn hello_submitted_with_the_cli_through_the_gateway_completes_in_the_hardened_wo
     ))
     .unwrap();
     assert!(file.starts_with("hello from splai-worker-"), "{file:?}");
+}
+
+#[test]
+fn a_command_task_runs_as_65532_with_no_capabilities_no_new_privileges_and_a_read_only_root() {
+    let (splai, _turn) = splai();
+    let probe = format!(
+        "apiVersion: splai.io/v1alpha1
+kind: SPLAIJob
+metadata: {{name: probe, namespace: {TENANT}}}
+spec:
+  tenant: {TENANT}
+  tasks:
+    - id: probe
+      kind: command
+      command: [sh, -c, \"id -u; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; touch /probe 2>&1; echo written > here.txt && cat here.txt\"]
+      resources: {{cpuMillis: 100, memoryMib: 32}}
+      timeoutSeconds: 60
+"
+    );
+    splai.submit("probe", &probe).unwrap();
+    let job = splai.wait_finished("probe", 2 * MINUTE).unwrap();
+    assert_eq!(job["status"]["phase"], "Completed", "{job:#}");
+    let out = std::fs::read_to_string(format!(
+        "{ARTIFACTS}/jobs/{TENANT}/probe/probe/1/stdout.log"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65532", "{out}");
+    assert!(lines.contains(&"NoNewPrivs:\t1"), "{out}");
+    assert!(lines.contains(&"CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    // Its own folder (under the worker's --work-dir volume) is writable.
+    assert_eq!(lines.last(), Some(&"written"), "{out}");
 }
 
 /// A chain of `n` tasks that each sleep `seconds`.

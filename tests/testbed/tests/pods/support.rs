@@ -1,4 +1,4 @@
-//! The cluster every test of this binary shares: SPLAI's release binaries wrapped in images
+//! The cluster every test of this binary shares: SPLAI's binaries wrapped in images
 //! (`scripts/node-images.sh --splai`), a one-node cluster ([`splai_testbed::Node`]), and
 //! `deploy/node` applied with `kubectl apply -k`, the gateway given a token and a certificate.
 
@@ -22,7 +22,7 @@ pub(crate) struct Splai {
     pub(crate) node_name: String,
     pub(crate) token: String,
     pub(crate) gateway_ca: PathBuf,
-    pub(crate) release: PathBuf,
+    pub(crate) binaries: PathBuf,
 }
 
 pub(crate) fn repo() -> PathBuf {
@@ -46,29 +46,30 @@ pub(crate) fn splai() -> (&'static Splai, MutexGuard<'static, ()>) {
 
 fn install() -> Result<Splai> {
     let started = Instant::now();
-    let release = release_binaries()?;
+    let binaries = binaries()?;
     run(Command::new("bash")
         .arg(repo().join("scripts/node-images.sh"))
         .arg("--splai")
-        .arg(&release))
+        .arg(&binaries))
     .context("building SPLAI's images")?;
     let node = Node::start()?;
     eprintln!("pods: node ready in {:?}", node.started_in());
-    let splai = configure(node, release).map_err(|e| e.context("installing deploy/node"))?;
+    let splai = configure(node, binaries).map_err(|e| e.context("installing deploy/node"))?;
     eprintln!("pods: SPLAI running after {:?}", started.elapsed());
     Ok(splai)
 }
 
-/// `splai-operator`, `splai-gateway`, `splai` and `splai-worker` in release mode: from
-/// `SPLAI_RELEASE_BIN` (scripts/test.sh builds them once), else built now.
-fn release_binaries() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("SPLAI_RELEASE_BIN") {
+/// The folder of `splai-operator`, `splai-gateway`, `splai` and `splai-worker`:
+/// `SPLAI_POD_BINARIES`, else this test's own profile, built now if `cargo test` has not built
+/// them already (`cargo test --workspace` has: the operator's, gateway's and agent's own tests
+/// run them). The images wrap these binaries, so nothing is compiled twice for the pods.
+fn binaries() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SPLAI_POD_BINARIES") {
         return Ok(PathBuf::from(dir));
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(Command::new(cargo).current_dir(repo()).args([
         "build",
-        "--release",
         "--locked",
         "-p",
         "splai-operator",
@@ -77,11 +78,17 @@ fn release_binaries() -> Result<PathBuf> {
         "-p",
         "splai-worker",
     ]))
-    .context("cargo build --release of SPLAI's binaries")?;
-    Ok(repo().join("target/release"))
+    .context("cargo build of SPLAI's binaries")?;
+    // tests/pods is a test of this profile: target/<profile>/deps/pods-<hash> is its executable.
+    let exe = std::env::current_exe()?;
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable's folder")?;
+    Ok(profile.to_path_buf())
 }
 
-fn configure(node: Node, release: PathBuf) -> Result<Splai> {
+fn configure(node: Node, binaries: PathBuf) -> Result<Splai> {
     let kubectl = |args: &[&str]| kubectl_of(&node, args);
     // The folder outlives clusters: no file of an earlier run may pass for this one's.
     let old = Path::new(ARTIFACTS).join("jobs").join(TENANT);
@@ -179,7 +186,7 @@ fn configure(node: Node, release: PathBuf) -> Result<Splai> {
         node_name,
         token,
         gateway_ca: crt,
-        release,
+        binaries,
     })
 }
 
@@ -213,7 +220,7 @@ impl Splai {
     /// The `splai` CLI aimed at the gateway through its Service, with the tenant's token and the
     /// certificate, which names the Service's address.
     pub(crate) fn splai_cli(&self) -> Result<Command> {
-        let mut cmd = Command::new(self.release.join("splai"));
+        let mut cmd = Command::new(self.binaries.join("splai"));
         cmd.env("SPLAI_SERVER", self.gateway_url()?)
             .env("SPLAI_TOKEN", &self.token)
             .env("SPLAI_CA_FILE", &self.gateway_ca);
