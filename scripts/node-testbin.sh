@@ -81,8 +81,8 @@ install_packages() {
   command -v apt-get >/dev/null || die "missing packages (${DEB_PACKAGES[*]}) and no apt-get to install them"
   log "apt-get install ${DEB_PACKAGES[*]}"
   # Debian starts containerd on install where systemd runs; the cluster starts its own.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEB_PACKAGES[@]}" >&2 \
-    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEB_PACKAGES[@]}" >&2; } \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${DEB_PACKAGES[@]}" >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${DEB_PACKAGES[@]}" >&2; } \
     || die "apt-get install ${DEB_PACKAGES[*]} failed"
   packages_ok || die "packages installed but containerd/runc/CNI plugins are still missing"
 }

@@ -270,6 +270,8 @@ EOF
 spawn containerd containerd --config "$WORK/containerd.toml"
 CTR=(ctr --address "$RUN/containerd.sock" -n k8s.io)
 wait_for "containerd" "${CTR[@]}" version
+# Containers a killed run left in the kept store would come back as stale sandboxes.
+stop_pods
 # Import each archive not imported yet, or rewritten since (its size or time changed).
 t=$SECONDS
 for archive in "$IMAGES"/*.tar; do
