@@ -6,7 +6,7 @@
 #                                             (glibc, libgcc, CA certificates, user 65532), cached;
 #   - registry.k8s.io/pause:3.10.2            kubernetes' own pause.c, compiled static (cached);
 #   - with --splai DIR: docker.io/library/splai-{operator,gateway,worker}:dev, built by buildah
-#     from deploy/docker/*.Dockerfile with BINARIES=prebuilt: the Dockerfiles' runtime stages
+#     from deploy/docker/*.Dockerfile's target `prebuilt`: the Dockerfiles' runtime stages
 #     around the binaries in DIR (splai-operator, splai-gateway, splai, splai-worker; release or
 #     debug builds: their debug info is stripped from the images' copies).
 # Each image is written as an OCI archive <dir>/<name>.tar, which scripts/node-up.sh imports into
@@ -158,7 +158,7 @@ if [[ -n "$SPLAI_BIN" ]]; then
     t=$SECONDS
     # --layers: the worker's apt-get step is cached, so a new binary only adds its COPY layer.
     buildah build -q --layers --pull=never --network host \
-      --build-arg BINARIES=prebuilt --build-arg RUNTIME_IMAGE=localhost/splai/cc-debian12:nonroot \
+      --target prebuilt --build-arg RUNTIME_IMAGE=localhost/splai/cc-debian12:nonroot \
       -f "$ROOT/deploy/docker/$image.Dockerfile" -t "docker.io/library/splai-$image:dev" "$ctx" >&2 \
       || die "buildah build of deploy/docker/$image.Dockerfile failed"
     save "splai-$image" "docker.io/library/splai-$image:dev"
