@@ -14,6 +14,7 @@
 //! test that needs them ([`support::installed`]).
 
 mod accounts;
+mod images;
 mod manifests;
 mod observability;
 mod rbac;
