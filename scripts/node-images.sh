@@ -9,6 +9,11 @@
 #     from deploy/docker/*.Dockerfile's target `prebuilt`: the Dockerfiles' runtime stages
 #     around the binaries in DIR (splai-operator, splai-gateway, splai, splai-worker; release or
 #     debug builds: their debug info is stripped from the images' copies).
+#   - with --builder: docker.io/library/rust:<this machine's rustc version>-slim-bookworm, the
+#     build stage's base, made from debian:bookworm-slim, gcc and this machine's Rust toolchain
+#     (`rustc --print sysroot`), so the Dockerfiles' default (compiling) targets build here too:
+#       buildah build -f deploy/docker/operator.Dockerfile --pull=never \
+#         --build-arg RUNTIME_IMAGE=localhost/splai/cc-debian12:nonroot -t splai-operator:dev .
 # Each image is written as an OCI archive <dir>/<name>.tar, which scripts/node-up.sh imports into
 # containerd's k8s.io namespace.
 #
@@ -41,13 +46,14 @@ BASE_IMAGES=(debian-bookworm-slim cc-debian12-nonroot pause)
 log() { printf '[node-images] %s\n' "$*" >&2; }
 die() { printf '[node-images] ERROR: %s\n' "$*" >&2; exit 1; }
 
-MODE=ensure SPLAI_BIN=""
+MODE=ensure SPLAI_BIN="" BUILDER=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --check) MODE=check ;;
     --print-dir) MODE=print ;;
     --splai) SPLAI_BIN="$(cd "${2:?--splai needs a folder}" && pwd)"; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    --builder) BUILDER=1 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
   shift
@@ -144,6 +150,23 @@ if [[ ! -s "$DIR/pause.tar" ]]; then
   buildah commit -q "$c" "registry.k8s.io/pause:${PAUSE_VERSION}" >/dev/null
   save pause "registry.k8s.io/pause:${PAUSE_VERSION}"
   log "pause ${PAUSE_VERSION} made"
+fi
+
+# ---- the build stage's base, from this machine's toolchain ------------------------
+if [[ $BUILDER == 1 ]]; then
+  t=$SECONDS
+  sysroot="$(rustc --print sysroot)"
+  rust_version="$(rustc --version | awk '{print $2}')"      # 1.95.0
+  tag="docker.io/library/rust:${rust_version%.*}-slim-bookworm"
+  c=$(buildah from --pull=never docker.io/library/debian:bookworm-slim); CTRS+=("$c")
+  # As the official rust:slim images: gcc and libc6-dev to link, CA certificates for crates.io.
+  buildah run --network host --env DEBIAN_FRONTEND=noninteractive "$c" -- sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*' >&2
+  buildah copy "$c" "$sysroot" /usr/local/rust >/dev/null
+  buildah config --env CARGO_HOME=/usr/local/cargo --env RUSTUP_HOME=/usr/local/rustup \
+    --env PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
+  buildah run "$c" -- rustc --version >&2
+  buildah commit -q "$c" "$tag" >/dev/null
+  log "$tag made from $sysroot in $((SECONDS - t))s"
 fi
 
 # ---- SPLAI's images around prebuilt binaries ---------------------------------------
