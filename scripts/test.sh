@@ -61,6 +61,13 @@ llama() {
 }
 # Built once from the Go module proxy; integration tests run against these (no Docker, no mock).
 phase "etcd, kube-apiserver, kubectl" k8s
+# The one-node cluster of tests/testbed/tests/pods (scripts/node-up.sh): kubelet and the other
+# node parts from the Go module proxy, containerd/runc/CNI from Debian, and base images made here.
+# The pod tests wrap the binaries `cargo test` builds anyway into SPLAI's images.
+node() { local out; out=$(scripts/node-testbin.sh) && SPLAI_NODE_BIN=$(tail -1 <<<"$out") && export SPLAI_NODE_BIN; }
+node_images() { local out; out=$(scripts/node-images.sh) && SPLAI_NODE_IMAGES=$(tail -1 <<<"$out") && export SPLAI_NODE_IMAGES; }
+phase "kubelet, containerd, CoreDNS (node)" node
+phase "node images (bookworm, pause)" node_images
 # From PyPI into virtualenvs; llama.cpp is compiled (portable, no native CPU features).
 phase "moto S3 server" s3
 phase "llama.cpp and a GGUF model" llama

@@ -10,12 +10,17 @@
 //! on drop, and also at exit for the shared instance. Statics are never dropped, and a pipe that
 //! closes is the one signal that still arrives after a panic, `process::exit` or SIGKILL.
 //!
+//! [`Node`] is a whole one-node cluster (`scripts/node-up.sh`) where pods really run.
+//!
 //! This crate depends only on the Kubernetes client, never on SPLAI's own crates.
 
 #![forbid(unsafe_code)]
 
 mod binaries;
 mod certs;
+mod node;
+
+pub use node::Node;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

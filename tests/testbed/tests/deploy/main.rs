@@ -1,6 +1,6 @@
 //! The manifests in `deploy/` against the real kube-apiserver.
 //!
-//! - Every rendering (the base `deploy/kubernetes`, the minikube and kind overlays, and the base
+//! - Every rendering (the base `deploy/kubernetes`, the minikube, kind and node overlays, and the base
 //!   with the cert-manager component) is made by `kubectl kustomize`, applied with a server-side
 //!   dry-run, then for real, with no Pod Security warning (the namespace enforces the restricted Pod Security
 //!   Standard, so a pod template that breaks it warns).
@@ -14,6 +14,7 @@
 //! test that needs them ([`support::installed`]).
 
 mod accounts;
+mod images;
 mod manifests;
 mod observability;
 mod rbac;

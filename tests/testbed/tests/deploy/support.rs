@@ -165,7 +165,12 @@ pub(crate) fn relative(from: &Path, to: &Path) -> String {
     parts.join("/")
 }
 
-pub(crate) const RENDERINGS: [&str; 3] = ["deploy/kubernetes", "deploy/minikube", "deploy/kind"];
+pub(crate) const RENDERINGS: [&str; 4] = [
+    "deploy/kubernetes",
+    "deploy/minikube",
+    "deploy/kind",
+    "deploy/node",
+];
 
 pub(crate) fn kind_of(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
