@@ -164,3 +164,31 @@ pub fn import(opts: &Options<'_>, command: &str) -> Result<(Scenario, Report)> {
     );
     Ok((sc, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_loads_and_shares_are_refused_by_their_own_flag_names() {
+        let p = Path::new("/nonexistent");
+        let opts = |cpu_load, batch_cpu_share| Options {
+            dag_csv: p,
+            genai_csv: p,
+            fleet: p,
+            cold_start: None,
+            workers: 1,
+            dag_jobs: None,
+            requests: None,
+            cpu_load,
+            gpu_load: 0.7,
+            batch_cpu_share,
+            serving_gpu_share: 0.9,
+            name: "t",
+        };
+        let err = |o: &Options<'_>| import(o, "test").err().unwrap().to_string();
+        assert!(err(&opts(0.0, 0.7)).contains("--cpu-load"));
+        assert!(err(&opts(f64::NAN, 0.7)).contains("--cpu-load"));
+        assert!(err(&opts(0.6, 1.5)).contains("--batch-cpu-share"));
+    }
+}

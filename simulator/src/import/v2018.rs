@@ -464,6 +464,68 @@ fn cpu_fleet(path: &Path, n: u32, report: &mut Report) -> Result<Vec<WorkerGroup
 mod tests {
     use super::*;
 
+    /// Two one-task jobs 1,000 s apart in the trace, each 2 cores for 100 s.
+    fn two_jobs(dir: &Path) -> std::path::PathBuf {
+        let csv = dir.join("batch_task.csv");
+        std::fs::write(
+            &csv,
+            "M1,1,j_1,1,Terminated,1000,1100,200,0.5\nM1,1,j_2,1,Terminated,2000,2100,200,0.5\n",
+        )
+        .unwrap();
+        csv
+    }
+
+    fn options(load: Option<f64>, workers: u32, machine_cores: u32) -> Options<'static> {
+        Options {
+            jobs: None,
+            fleet: None,
+            workers,
+            machine_cores,
+            load,
+            max_instances: 8,
+            max_task_seconds: 1800,
+            deadline_factor: None,
+            name: "t",
+        }
+    }
+
+    #[test]
+    fn keep_times_keeps_the_traces_arrivals_and_a_pool_has_machines_of_the_given_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = two_jobs(dir.path());
+        let (sc, report) = import(&csv, &options(None, 5, 14), "test").unwrap();
+        let at: Vec<u64> = sc.workload.jobs.iter().map(|j| j.at_ms).collect();
+        assert_eq!(at, [0, 1_000_000]);
+        assert_eq!(sc.fleet.len(), 1);
+        assert_eq!(sc.fleet[0].count, 5);
+        assert_eq!(sc.fleet[0].capabilities.cpu_millis, 14_000);
+        assert_eq!(sc.fleet[0].capabilities.memory_mib, 14 * 1024);
+        let text = report.to_string();
+        assert!(text.contains("the trace's own times"), "{text}");
+        assert!(text.contains("min(instances, --max-instances 8)"), "{text}");
+    }
+
+    #[test]
+    fn a_load_the_jobs_cannot_reach_is_an_error_that_says_what_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = two_jobs(dir.path());
+        // Even arriving together, 4 cores of work cannot keep 96 cores 90% busy.
+        let e = import(&csv, &options(Some(0.9), 1, 96), "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("out of reach") && e.contains("--keep-times"),
+            "{e}"
+        );
+        assert!(import(&csv, &options(Some(0.0), 1, 96), "test").is_err());
+        assert!(import(&csv, &options(None, 1, 0), "test").is_err());
+        // One 2-core machine: 90% is reachable, and the note says how much it compressed.
+        let (sc, report) = import(&csv, &options(Some(0.9), 1, 2), "test").unwrap();
+        assert!(sc.workload.jobs[1].at_ms < 1_000_000);
+        assert!(report.to_string().contains("compressed"), "{report}");
+    }
+
     #[test]
     fn a_deadline_factor_gives_each_job_that_multiple_of_its_critical_path() {
         let dir = tempfile::tempdir().unwrap();
