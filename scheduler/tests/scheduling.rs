@@ -360,11 +360,6 @@ fn an_older_job_due_later_does_not_overtake_a_job_due_earlier_by_aging() {
 
 #[test]
 fn while_a_large_task_waits_a_small_one_fills_the_fullest_worker_rather_than_spread() {
-    let sized = |id: &str, cpu: u32| {
-        let mut t = task(id);
-        t.resources.cpu_millis = cpu;
-        t
-    };
     for strategy in [Strategy::Splai, Strategy::LeastLoaded] {
         let mut sim = Sim::with(Settings::default(), strategy);
         // w1 runs three 2000m tasks, w2 one: w1 is the fuller and the busier.
@@ -550,11 +545,6 @@ fn exhaustive_and_bounded_search_agree_when_packing_trades_fullness_against_queu
             },
             Strategy::Splai,
         );
-        let sized = |id: &str, cpu: u32| {
-            let mut t = task(id);
-            t.resources.cpu_millis = cpu;
-            t
-        };
         for (i, name) in ["b1", "b2", "b3", "b4"].iter().enumerate() {
             sim.worker(name, caps(8000, 65536));
             let seven = (0..7).fold(JobBuilder::new("acme"), |b, t| {
@@ -831,6 +821,13 @@ fn a_cold_load_goes_where_it_evicts_no_model_that_tasks_are_waiting_for() {
     let r = a.explanation.runner_up.as_ref().unwrap();
     assert_eq!((&*r.worker, r.lost_on), ("keeps-a", Term::ModelWarmCache));
     assert!(a.explanation.terms.model_warm_cache > r.terms.model_warm_cache);
+}
+
+/// A plain task asking for `cpu` millicores.
+fn sized(id: &str, cpu: u32) -> TaskSpec {
+    let mut t = task(id);
+    t.resources.cpu_millis = cpu;
+    t
 }
 
 fn lasting(mut t: TaskSpec, ms: u64) -> TaskSpec {
