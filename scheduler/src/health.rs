@@ -72,7 +72,7 @@ impl Scheduler {
         }
         self.fleet.set_warm(w, &warm);
         let wr = &mut self.fleet.workers[w as usize];
-        wr.utilization = hb.utilization;
+        wr.utilization = hb.utilization.clamped();
         wr.reported_queue = hb.queue_depth;
         self.alive(w, now, out);
         // Attempts the agent says it runs, as (job, task, attempt) indices.

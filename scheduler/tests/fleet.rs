@@ -281,6 +281,24 @@ fn heartbeats_update_the_workers_status() {
 }
 
 #[test]
+fn a_utilization_past_its_bounds_is_held_within_zero_and_one() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(1000, 1000));
+    sim.send(Event::Heartbeat(Heartbeat {
+        worker: "w1".into(),
+        incarnation: 1,
+        utilization: Utilization {
+            cpu: 2.5,
+            memory: -0.5,
+            gpu: f64::NAN,
+        },
+        ..Heartbeat::default()
+    }));
+    let u = sim.s.worker_status("w1").unwrap().utilization;
+    assert_eq!((u.cpu, u.memory, u.gpu), (1.0, 0.0, 0.0));
+}
+
+#[test]
 fn a_revived_worker_that_falls_silent_again_goes_stale_on_time() {
     let settings = Settings {
         stale_after_ms: 10_000,

@@ -2,11 +2,11 @@
 //! their times and records what the core does (attempts, job phases, explanations, invariant
 //! violations, timeline samples). The engines only carry effects to agents and back.
 
-use splai_scheduler::api::{Health, JobPhase};
+use splai_scheduler::api::Health;
 use splai_scheduler::{Effect, Event, Scheduler, Timestamp};
 
 use crate::des::{EPOCH_MS, RunOptions};
-use crate::record::{AttemptRow, JobRow, Recorder, TimelineRow};
+use crate::record::{Recorder, TimelineRow};
 use crate::scenario::Scenario;
 use crate::worker::Busy;
 use crate::workload::Arrival;
@@ -96,23 +96,7 @@ impl Control {
     pub fn submit(&mut self, a: &Arrival, now: u64) -> Vec<Effect> {
         self.arrived += 1;
         self.open_jobs += 1;
-        let seen = crate::summary::JobAttempts {
-            durations_ms: a.durations_ms.clone(),
-            ..Default::default()
-        };
-        self.rec.seen.insert(a.key.clone(), Box::new(seen));
-        self.rec.jobs.insert(
-            a.key.clone(),
-            JobRow {
-                job: a.key.clone(),
-                tenant: a.spec.tenant.clone(),
-                priority: a.spec.priority,
-                tasks: a.spec.tasks.len(),
-                submitted_ms: now,
-                finished_ms: None,
-                phase: JobPhase::Queued,
-            },
-        );
+        self.rec.job_arrived(&a.key, &a.spec, &a.durations_ms, now);
         let event = Event::JobSubmitted {
             key: a.key.clone(),
             spec: a.spec.clone(),
@@ -202,44 +186,11 @@ impl Control {
                 }
             }
             Effect::AttemptEnded(r) => {
-                let since = |t: Timestamp| t.millis().saturating_sub(EPOCH_MS);
-                let cold = self
-                    .rec
-                    .cold
-                    .remove(&(r.job.clone(), r.task.clone(), r.attempt));
-                let (assigned, finished) = (since(r.assigned_at), since(r.finished_at));
-                if let Some(seen) = self.rec.seen.get_mut(&r.job) {
-                    let e = seen
-                        .tasks
-                        .entry(r.task.clone())
-                        .or_insert((assigned, None, 0));
-                    e.0 = e.0.min(assigned);
-                    if r.outcome == splai_scheduler::api::Outcome::Succeeded {
-                        e.1 = Some(finished);
-                        e.2 += 1;
-                    }
-                }
-                if let Some(started) = r.started_at.map(since) {
-                    let (cpu, gpus) = self
-                        .core
-                        .task_spec(&r.job, &r.task)
-                        .map_or((0, 0), |t| (t.resources.cpu_millis, t.resources.gpus));
-                    let ran = finished.saturating_sub(started) as f64;
-                    self.rec.tally.busy_cpu_ms += f64::from(cpu) * ran;
-                    self.rec.tally.busy_gpu_ms += f64::from(gpus) * ran;
-                }
-                self.rec.attempts.push(AttemptRow {
-                    job: r.job.clone(),
-                    task: r.task.clone(),
-                    attempt: r.attempt,
-                    worker: r.worker.clone(),
-                    assigned_ms: since(r.assigned_at),
-                    started_ms: r.started_at.map(since),
-                    finished_ms: since(r.finished_at),
-                    outcome: r.outcome,
-                    cold_start: cold,
-                    error: r.error.clone(),
-                });
+                let (cpu, gpus) = self
+                    .core
+                    .task_spec(&r.job, &r.task)
+                    .map_or((0, 0), |t| (t.resources.cpu_millis, t.resources.gpus));
+                self.rec.attempt_ended(r, EPOCH_MS, cpu, gpus);
             }
             Effect::JobPlanned { job, tasks, .. } => {
                 if let Some(row) = self.rec.jobs.get_mut(&**job) {

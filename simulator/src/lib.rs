@@ -11,11 +11,13 @@
 pub mod compare;
 pub mod control;
 pub mod des;
+pub mod executor;
 pub mod import;
 pub mod output;
 mod progress;
 pub mod record;
 pub mod regress;
+pub mod scale;
 pub mod scenario;
 pub mod summary;
 pub mod turmoil;

@@ -28,7 +28,7 @@ pub fn write_all(
     write("timeline.csv", csv_of(&rec.timeline)?)?;
     write("workers.csv", workers_csv(rec)?)?;
     write("utilization.svg", utilization_svg(rec, fleet_cpu_millis))?;
-    write("jct_cdf.svg", jct_cdf_svg(rec))?;
+    write("jct_cdf.svg", jct_cdf_svg(&[("", rec)]))?;
     Ok(())
 }
 
@@ -127,26 +127,51 @@ fn utilization_svg(rec: &Recorder, fleet_cpu: u64) -> String {
     s + "</svg>\n"
 }
 
-fn jct_cdf_svg(rec: &Recorder) -> String {
-    let mut jcts: Vec<f64> = rec
-        .jobs
-        .values()
-        .filter(|j| j.phase == splai_scheduler::api::JobPhase::Completed)
-        .filter_map(|j| j.finished_ms.map(|f| (f - j.submitted_ms) as f64 / 1000.0))
-        .collect();
-    jcts.sort_by(f64::total_cmp);
-    let n = jcts.len().max(1) as f64;
-    let pts: Vec<(f64, f64)> = jcts
+/// The JCT CDF of one run or several (each a labelled series, with a legend when more than one).
+pub fn jct_cdf_svg(series: &[(&str, &Recorder)]) -> String {
+    const COLOURS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    let cdfs: Vec<Vec<f64>> = series
         .iter()
-        .enumerate()
-        .map(|(i, &x)| (x, (i + 1) as f64 / n))
+        .map(|(_, rec)| {
+            let mut jcts: Vec<f64> = rec
+                .jobs
+                .values()
+                .filter(|j| j.phase == splai_scheduler::api::JobPhase::Completed)
+                .filter_map(|j| j.finished_ms.map(|f| (f - j.submitted_ms) as f64 / 1000.0))
+                .collect();
+            jcts.sort_by(f64::total_cmp);
+            jcts
+        })
         .collect();
-    let x_max = jcts.last().copied().unwrap_or(1.0).max(1e-3);
+    let x_max = cdfs
+        .iter()
+        .filter_map(|c| c.last().copied())
+        .reduce(f64::max)
+        .unwrap_or(1.0)
+        .max(1e-3);
     let mut s = frame(
         "Job completion time CDF",
         &format!("JCT (s, 0 to {x_max:.1})"),
         "fraction of completed jobs",
     );
-    s += &polyline(&pts, x_max, 1.0, "#d62728");
+    for (i, jcts) in cdfs.iter().enumerate() {
+        let n = jcts.len().max(1) as f64;
+        let pts: Vec<(f64, f64)> = jcts
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| (x, (k + 1) as f64 / n))
+            .collect();
+        let colour = COLOURS[i % COLOURS.len()];
+        s += &polyline(&pts, x_max, 1.0, colour);
+        if series.len() > 1 {
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
+                W - M - 120.0,
+                H - M - 12.0 - 16.0 * i as f64,
+                series[i].0
+            );
+        }
+    }
     s + "</svg>\n"
 }

@@ -453,6 +453,21 @@ impl Scenario {
         }
     }
 
+    /// The fault starts and ends, `(at_ms, fault index, on)`, in time order; faults due
+    /// together keep the order of the file, starts before ends of the same fault.
+    pub fn fault_timeline(&self) -> Vec<(u64, usize, bool)> {
+        let mut out = Vec::new();
+        for (i, f) in self.faults.iter().enumerate() {
+            out.push((f.at_ms, i, true));
+            if let Some(d) = f.duration_ms {
+                out.push((f.at_ms + d, i, false));
+            }
+        }
+        // Stable: faults due together keep their queueing order.
+        out.sort_by_key(|f| f.0);
+        out
+    }
+
     /// Worker names of a target.
     pub fn workers_of(&self, t: &Target) -> Vec<String> {
         match (&t.worker, &t.group) {

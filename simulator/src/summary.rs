@@ -296,6 +296,14 @@ impl Tally {
     }
 }
 
+/// The control plane's counters a summary reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub retries: u64,
+    pub timeouts: u64,
+    pub decisions: u64,
+}
+
 pub fn summarize(
     sc: &Scenario,
     seed: u64,
@@ -305,13 +313,40 @@ pub fn summarize(
     core: &Scheduler,
     wall_s: f64,
 ) -> Summary {
+    let snapshot = core.snapshot();
+    let jobs = snapshot
+        .jobs
+        .iter()
+        .map(|j| (j.key.as_str(), &j.spec, &j.status));
+    let stats = core.stats();
+    let counters = Counters {
+        retries: stats.retries,
+        timeouts: stats.timeouts,
+        decisions: stats.decisions,
+    };
+    summarize_jobs(sc, seed, strategy.name(), engine, rec, jobs, counters, wall_s)
+}
+
+/// [`summarize`] from the jobs' specs and final statuses rather than a core: `jobs` are those
+/// the recorder has not handed over yet (a real run hands over none).
+#[allow(clippy::too_many_arguments)]
+pub fn summarize_jobs<'a>(
+    sc: &Scenario,
+    seed: u64,
+    policy: &str,
+    engine: &str,
+    rec: &Recorder,
+    jobs: impl Iterator<Item = (&'a str, &'a JobSpec, &'a JobStatus)>,
+    counters: Counters,
+    wall_s: f64,
+) -> Summary {
     // Jobs the engine has not handed over yet (still open, or engines that keep every job).
     let mut t = rec.tally.clone();
     let none = JobAttempts::default();
-    for job in core.snapshot().jobs {
-        if let Some(row) = rec.jobs.get(&job.key) {
-            let seen = rec.seen.get(&job.key).map_or(&none, |s| &**s);
-            t.add_job(&sc.settings, &job.key, &job.spec, &job.status, row, seen);
+    for (key, spec, status) in jobs {
+        if let Some(row) = rec.jobs.get(key) {
+            let seen = rec.seen.get(key).map_or(&none, |s| &**s);
+            t.add_job(&sc.settings, key, spec, status, row, seen);
         }
     }
     let (mut warm, mut cold) = (0u64, 0u64);
@@ -359,7 +394,7 @@ pub fn summarize(
     Summary {
         scenario: sc.name.clone(),
         seed,
-        policy: strategy.name().into(),
+        policy: policy.into(),
         engine: engine.into(),
         jobs_total: rec.jobs.len() as u64,
         jobs_completed: t.jobs_completed,
@@ -370,8 +405,8 @@ pub fn summarize(
         tasks_failed: t.tasks_failed,
         tasks_lost: t.tasks_lost,
         duplicate_completions: t.duplicate_completions,
-        retries: core.stats().retries,
-        timeouts: core.stats().timeouts,
+        retries: counters.retries,
+        timeouts: counters.timeouts,
         makespan_s: round(makespan_ms / 1000.0),
         lower_bound_s: round(lb_ms / 1000.0),
         jct_mean_s: mean(jcts.iter().sum(), jcts.len()),
@@ -403,7 +438,7 @@ pub fn summarize(
             0.0
         },
         cold_starts: cold,
-        decisions: core.stats().decisions,
+        decisions: counters.decisions,
         invariant_violations: rec.violations.len() as u64,
         wall_s: round(wall_s),
         output_digest: format!("{digest:016x}"),

@@ -104,6 +104,19 @@ pub struct Utilization {
     pub gpu: f64,
 }
 
+impl Utilization {
+    /// Each fraction held within [0, 1] (NaN read as 0): what an agent reports is measured, and
+    /// a measurement past its bounds must not reach scores or the stored status.
+    pub fn clamped(self) -> Utilization {
+        let f = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
+        Utilization {
+            cpu: f(self.cpu),
+            memory: f(self.memory),
+            gpu: f(self.gpu),
+        }
+    }
+}
+
 /// One attempt of one task.
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,

@@ -14,7 +14,7 @@ use splai_scheduler::api::TaskSpec;
 use splai_scheduler::{Effect, Event};
 use tokio::sync::mpsc;
 
-use super::executor::{World, lock};
+use crate::executor::{World, lock};
 use super::sim_ms;
 use crate::control::Control;
 use crate::worker::{Busy, SimWorker};

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use splai_protocol::{Agent, AgentConfig, AgentHandle, Backoff, TurmoilNet};
-use splai_scheduler::api::Capabilities;
+use splai_protocol::{Agent, AgentHandle, TurmoilNet};
 
-use super::executor::{SimExecutor, World, lock};
+use crate::executor::{SimExecutor, World, agent_config, lock};
 use super::{CONTROL_PLANE, PORT};
 use crate::scenario::{FaultKind, Scenario, Target};
 use crate::worker::SimWorker;
@@ -38,7 +37,7 @@ pub(super) fn start_agents(
                 let worker = lock(&workers[w]);
                 (worker.name.clone(), worker.caps.clone())
             };
-            let config = agent_config(sc, &name, caps, interval);
+            let config = agent_config(sc, &name, caps, interval, format!("{CONTROL_PLANE}:{PORT}"));
             let executor = SimExecutor {
                 world: Arc::clone(world),
                 worker: Arc::clone(&workers[w]),
@@ -67,41 +66,6 @@ pub(super) fn start_agents(
         });
     }
     handles.into_iter().flatten().collect()
-}
-
-fn agent_config(
-    sc: &Scenario,
-    worker: &str,
-    caps: Capabilities,
-    interval: Duration,
-) -> AgentConfig {
-    AgentConfig {
-        heartbeat_interval: interval,
-        // Three missed answers, as the protocol's defaults have it, and never less than a
-        // round trip through the worst latency a `network` fault adds.
-        dead_after: (interval * 3).max(Duration::from_millis(
-            4 * (sc.network_latency_ms + max_extra_latency_ms(sc)) + 1,
-        )),
-        connect_timeout: interval.max(Duration::from_secs(1)),
-        backoff: Backoff {
-            initial: Duration::from_millis(250),
-            max: interval.max(Duration::from_secs(1)) * 2,
-        },
-        ..AgentConfig::new(worker, format!("{CONTROL_PLANE}:{PORT}"), caps)
-    }
-}
-
-fn max_extra_latency_ms(sc: &Scenario) -> u64 {
-    sc.faults
-        .iter()
-        .filter_map(|f| match f.kind {
-            FaultKind::Network {
-                extra_latency_ms, ..
-            } => Some(extra_latency_ms),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// One host per worker group, in fleet order, except that a worker a partition fault names

@@ -30,7 +30,6 @@
 //! | `slow`, `taskFailures` | the executors' shared worker model |
 
 mod control_plane;
-mod executor;
 mod faults;
 mod hosts;
 
@@ -46,8 +45,8 @@ use splai_protocol::ServerConfig;
 use splai_scheduler::Scheduler;
 
 use self::control_plane::Plane;
-use self::executor::World;
-use self::faults::{Faults, timeline};
+use crate::executor::World;
+use self::faults::Faults;
 use self::hosts::{hosts, start_agents};
 use crate::control::Control;
 use crate::des::{EPOCH_MS, RunOptions};
@@ -90,17 +89,7 @@ impl<'a> TurmoilEngine<'a> {
         let hosts = hosts(sc, &by_name, &names);
         let jobs = arrivals.len();
         let control = Control::new(sc, &self.opts, names, jobs);
-        let world = Arc::new(World {
-            sc: sc.clone(),
-            seed,
-            durations: arrivals
-                .iter()
-                .filter(|a| !a.durations_ms.is_empty())
-                .map(|a| (a.key.clone(), a.durations_ms.clone()))
-                .collect(),
-            failures: Mutex::default(),
-            cold: Mutex::default(),
-        });
+        let world = Arc::new(World::new(sc, seed, &arrivals));
         let workers: Vec<Arc<Mutex<SimWorker>>> =
             fleet.into_iter().map(|w| Arc::new(Mutex::new(w))).collect();
 
@@ -143,8 +132,8 @@ impl<'a> TurmoilEngine<'a> {
 
         let handles = start_agents(&mut sim, sc, &hosts, &workers, &world, &boots, interval);
 
-        let mut faults = Faults::new(sc, &by_name, &hosts, &handles, &workers, &world, horizon_ms);
-        let timeline = timeline(sc);
+        let mut faults = Faults::new(sc, &by_name, &hosts, &handles, &workers, &world);
+        let timeline = sc.fault_timeline();
         let mut next_fault = 0;
         // Each tick runs the millisecond `now` on the agents' hosts and the one before it on the
         // control plane, which handles a millisecond once it is over.

@@ -1,0 +1,205 @@
+//! `splai-fidelity SCENARIO`: runs a scenario in the simulator and for real, at the same time
+//! scale, and prints how far apart they are. Exits 1 when a metric is out of tolerance.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use splai_fidelity::real::{RealOptions, check_faults, for_real_time, run_real};
+use splai_fidelity::report::{Side, Tolerances, compare};
+use splai_scheduler::Strategy;
+use splai_sim::scale::time_scaled;
+use splai_sim::scenario::Scenario;
+use splai_sim::summary::summarize_jobs;
+use splai_sim::{Engine, Run};
+
+/// Run a scenario in the simulator and for real (the operator, agents and a Kubernetes API
+/// server), and compare the two.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The scenario file, such as scenarios/quickstart.yaml
+    scenario: PathBuf,
+    /// The seed of every random draw [default: the scenario's `seed`]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Every time in the scenario is multiplied by this, in both runs: 0.05 runs a 20-minute
+    /// scenario in a minute. Reported times are in the scenario's own seconds.
+    #[arg(long, default_value_t = 0.05)]
+    time_scale: f64,
+    /// Run against this cluster (a kind cluster, say) instead of a local API server started from
+    /// the test bed. The operator and the agents still run in this process; the cluster's own
+    /// SPLAI operator, if any, must not watch the run's namespace.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Write the comparison (fidelity.json, fidelity.csv, jct_cdf.svg) and each run's outputs
+    /// (simulated/, real/) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Largest relative error allowed on makespan and mean JCT.
+    #[arg(long, default_value_t = 0.10)]
+    max_time_error: f64,
+    /// Largest difference allowed on the warm-cache hit rate, in percentage points.
+    #[arg(long, default_value_t = 5.0)]
+    max_hit_rate_points: f64,
+    /// The operator's status-write batching interval, as its `--flush-ms`.
+    #[arg(long, default_value_t = 100)]
+    flush_ms: u64,
+}
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("splai-fidelity: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main_inner() -> Result<bool> {
+    let args = Args::parse();
+    // The operator's and agents' logs, filtered by RUST_LOG (warnings by default).
+    let _telemetry = splai_telemetry::Telemetry::init("splai-fidelity", false)?;
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0 && args.time_scale <= 1.0) {
+        anyhow::bail!(
+            "--time-scale {} is outside (0, 1]: it is the factor every time of the scenario is multiplied by",
+            args.time_scale
+        );
+    }
+    let sc = Scenario::load(&args.scenario)?;
+    check_faults(&sc)?;
+    let seed = args.seed.unwrap_or(sc.seed);
+    let scaled = for_real_time(time_scaled(&sc, args.time_scale));
+
+    eprintln!("splai-fidelity: simulating {} (seed {seed})", sc.name);
+    let simulated = Run {
+        scenario: &scaled,
+        seed,
+        strategy: Strategy::Splai,
+        engine: Engine::Des,
+        check_invariants: false,
+        explain: None,
+    }
+    .execute()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let artifacts = std::env::temp_dir().join(format!("splai-fidelity-{}", std::process::id()));
+    let real = runtime.block_on(async {
+        let (client, ns, owned) = cluster(args.kubeconfig.as_deref()).await?;
+        eprintln!(
+            "splai-fidelity: running {} for real in namespace {ns} (about {:.0} s)",
+            sc.name, simulated.summary.makespan_s
+        );
+        let opts = RealOptions {
+            seed,
+            flush_interval: Duration::from_millis(args.flush_ms.max(10)),
+            grace: Duration::from_secs(30),
+            artifacts: artifacts.clone(),
+        };
+        let run = run_real(client.clone(), &ns, &scaled, &opts).await;
+        if owned {
+            let _ = Api::<Namespace>::all(client)
+                .delete(&ns, &DeleteParams::default())
+                .await;
+        }
+        anyhow::Ok(run?)
+    })?;
+    let _ = std::fs::remove_dir_all(&artifacts);
+
+    let jobs = real.jobs.iter().map(|(k, s, st)| (k.as_str(), s, st));
+    let real_summary = summarize_jobs(
+        &scaled,
+        seed,
+        Strategy::Splai.name(),
+        "real",
+        &real.rec,
+        jobs,
+        real.counters,
+        real.wall_s,
+    );
+    let report = compare(
+        &Side {
+            summary: &simulated.summary,
+            rec: &simulated.recorder,
+        },
+        &Side {
+            summary: &real_summary,
+            rec: &real.rec,
+        },
+        args.time_scale,
+        Tolerances {
+            time: args.max_time_error,
+            hit_rate_points: args.max_hit_rate_points,
+        },
+    );
+    print!("{}", report.table());
+    if let Some(dir) = &args.out {
+        simulated.write(&dir.join("simulated"))?;
+        let fleet_cpu = scaled
+            .fleet
+            .iter()
+            .map(|g| u64::from(g.count) * u64::from(g.capabilities.cpu_millis))
+            .sum();
+        splai_sim::output::write_all(&dir.join("real"), &real_summary, &real.rec, fleet_cpu)?;
+        let write = |name: &str, body: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
+        };
+        write(
+            "fidelity.json",
+            serde_json::to_string_pretty(&report)? + "\n",
+        )?;
+        write("fidelity.csv", report.csv()?)?;
+        write(
+            "jct_cdf.svg",
+            splai_sim::output::jct_cdf_svg(&[
+                ("simulated", &simulated.recorder),
+                ("real", &real.rec),
+            ]),
+        )?;
+    }
+    Ok(report.pass)
+}
+
+/// A client and a fresh namespace: on the given cluster (the namespace is deleted afterwards),
+/// or on a local API server from the test bed.
+async fn cluster(kubeconfig: Option<&Path>) -> Result<(Client, String, bool)> {
+    let Some(path) = kubeconfig else {
+        let (client, ns) = splai_testbed::namespace("fidelity").await?;
+        return Ok((client, ns, false));
+    };
+    let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("{}: not a usable kubeconfig", path.display()))?;
+    let client = Client::try_from(config)?;
+    let ns = format!(
+        "splai-fidelity-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let object = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(ns.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &object)
+        .await
+        .with_context(|| format!("creating namespace {ns}"))?;
+    Ok((client, ns, true))
+}

@@ -1,0 +1,317 @@
+//! The fidelity report: the simulator's prediction and the real run side by side, per metric,
+//! with the ratio and whether it is within tolerance.
+//!
+//! Times are reported in the scenario's own seconds: both runs ran the time-scaled scenario, so
+//! their times are divided by the time scale. Two figures compare the runs task by task rather
+//! than in aggregate: the share of tasks that succeeded on the same worker in both, and the rank
+//! correlation (Spearman's) of the order in which jobs completed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use splai_scheduler::api::{JobPhase, Outcome};
+use splai_sim::record::{AttemptRow, Recorder};
+use splai_sim::summary::Summary;
+
+/// How far the real run may be from the prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Tolerances {
+    /// On makespan and mean JCT: |real / simulated - 1|.
+    pub time: f64,
+    /// On the warm-cache hit rate, in percentage points.
+    pub hit_rate_points: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            time: 0.10,
+            hit_rate_points: 5.0,
+        }
+    }
+}
+
+/// One run, as the simulator's outputs describe it.
+pub struct Side<'a> {
+    pub summary: &'a Summary,
+    pub rec: &'a Recorder,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    pub metric: String,
+    pub simulated: f64,
+    pub real: f64,
+    /// real / simulated, when the prediction is not 0.
+    pub ratio: Option<f64>,
+    /// The bound this metric is held to, as text (`±10%`, `±5 points`), if any.
+    pub tolerance: Option<String>,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub time_scale: f64,
+    pub rows: Vec<Row>,
+    /// Of the tasks that succeeded in both runs, the share that ran on the same worker.
+    pub same_worker_share: f64,
+    /// Spearman's rank correlation of the completion order of the jobs completed in both.
+    pub finish_order_correlation: f64,
+    pub tolerances: Tolerances,
+    pub pass: bool,
+    pub real_wall_s: f64,
+}
+
+/// Attempts that failed, timed out or lost their worker and were followed by another attempt
+/// of the same task: what the core counts as retries, counted alike on both sides.
+pub fn retries(attempts: &[AttemptRow]) -> u64 {
+    let mut last: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    for a in attempts {
+        let e = last.entry((a.job.as_str(), a.task.as_str())).or_insert(0);
+        *e = (*e).max(a.attempt);
+    }
+    attempts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                Outcome::Failed | Outcome::TimedOut | Outcome::WorkerLost
+            ) && last[&(a.job.as_str(), a.task.as_str())] > a.attempt
+        })
+        .count() as u64
+}
+
+pub fn compare(sim: &Side<'_>, real: &Side<'_>, time_scale: f64, tol: Tolerances) -> Report {
+    let mut rows = Vec::new();
+    let mut row = |metric: &str, s: f64, r: f64, bound: Option<(f64, bool)>| {
+        let ratio = (s != 0.0).then(|| r / s);
+        let (tolerance, ok) = match bound {
+            Some((t, true)) => (
+                Some(format!("±{:.0} points", t)),
+                (100.0 * (r - s)).abs() <= t + 1e-9,
+            ),
+            Some((t, false)) => (
+                Some(format!("±{:.0}%", 100.0 * t)),
+                ratio.map_or(r == 0.0, |q| (q - 1.0).abs() <= t + 1e-9),
+            ),
+            None => (None, true),
+        };
+        rows.push(Row {
+            metric: metric.to_owned(),
+            simulated: s,
+            real: r,
+            ratio,
+            tolerance,
+            ok,
+        });
+    };
+    let (a, b) = (sim.summary, real.summary);
+    let t = |x: f64| round(x / time_scale);
+    row(
+        "makespan_s",
+        t(a.makespan_s),
+        t(b.makespan_s),
+        Some((tol.time, false)),
+    );
+    row(
+        "jct_mean_s",
+        t(a.jct_mean_s),
+        t(b.jct_mean_s),
+        Some((tol.time, false)),
+    );
+    row("jct_p50_s", t(a.jct_p50_s), t(b.jct_p50_s), None);
+    row("jct_p95_s", t(a.jct_p95_s), t(b.jct_p95_s), None);
+    row(
+        "queue_wait_mean_s",
+        t(a.queue_wait_mean_s),
+        t(b.queue_wait_mean_s),
+        None,
+    );
+    row(
+        "warm_cache_hit_rate",
+        a.warm_cache_hit_rate,
+        b.warm_cache_hit_rate,
+        Some((tol.hit_rate_points, true)),
+    );
+    row("cold_starts", a.cold_starts as f64, b.cold_starts as f64, None);
+    row(
+        "retries",
+        retries(&sim.rec.attempts) as f64,
+        retries(&real.rec.attempts) as f64,
+        None,
+    );
+    row(
+        "jobs_completed",
+        a.jobs_completed as f64,
+        b.jobs_completed as f64,
+        None,
+    );
+    let pass = rows.iter().all(|r| r.ok);
+    Report {
+        scenario: a.scenario.clone(),
+        seed: a.seed,
+        time_scale,
+        rows,
+        same_worker_share: round(same_worker_share(sim.rec, real.rec)),
+        finish_order_correlation: round(finish_order_correlation(sim.rec, real.rec)),
+        tolerances: tol,
+        pass,
+        real_wall_s: b.wall_s,
+    }
+}
+
+/// Of the tasks that succeeded in both runs, the share whose successful attempt ran on the same
+/// worker (1 when none succeeded in both).
+pub fn same_worker_share(a: &Recorder, b: &Recorder) -> f64 {
+    let winners = |rec: &Recorder| -> BTreeMap<(String, String), String> {
+        rec.attempts
+            .iter()
+            .filter(|x| x.outcome == Outcome::Succeeded)
+            .map(|x| ((x.job.clone(), x.task.clone()), x.worker.clone()))
+            .collect()
+    };
+    let (wa, wb) = (winners(a), winners(b));
+    let (mut both, mut same) = (0u64, 0u64);
+    for (k, w) in &wa {
+        if let Some(v) = wb.get(k) {
+            both += 1;
+            same += u64::from(w == v);
+        }
+    }
+    if both == 0 {
+        1.0
+    } else {
+        same as f64 / both as f64
+    }
+}
+
+/// Spearman's rank correlation of when the jobs completed in both runs completed (ties get
+/// their average rank); 1 when fewer than two jobs completed in both.
+pub fn finish_order_correlation(a: &Recorder, b: &Recorder) -> f64 {
+    let done = |rec: &Recorder| -> BTreeMap<String, u64> {
+        rec.jobs
+            .values()
+            .filter(|j| j.phase == JobPhase::Completed)
+            .filter_map(|j| j.finished_ms.map(|f| (j.job.clone(), f)))
+            .collect()
+    };
+    let (da, db) = (done(a), done(b));
+    let common: Vec<&String> = da.keys().filter(|k| db.contains_key(*k)).collect();
+    if common.len() < 2 {
+        return 1.0;
+    }
+    let ra = ranks(&common.iter().map(|k| da[*k]).collect::<Vec<_>>());
+    let rb = ranks(&common.iter().map(|k| db[*k]).collect::<Vec<_>>());
+    pearson(&ra, &rb)
+}
+
+/// Ranks from 1, ties given the mean of the ranks they span.
+fn ranks(xs: &[u64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by_key(|&i| xs[i]);
+    let mut out = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        1.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+impl Report {
+    /// The report as a table for a terminal.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "fidelity: {} seed {} at time scale {} (times in the scenario's seconds; the real run took {:.1} s)",
+            self.scenario, self.seed, self.time_scale, self.real_wall_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>12} {:>12} {:>8}  {:<12} ",
+            "metric", "simulated", "real", "ratio", "tolerance"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "{:<22} {:>12.3} {:>12.3} {:>8}  {:<12} {}",
+                r.metric,
+                r.simulated,
+                r.real,
+                r.ratio.map_or("-".into(), |q| format!("{q:.3}")),
+                r.tolerance.as_deref().unwrap_or("-"),
+                if r.ok { "" } else { "OUT OF TOLERANCE" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "same worker for {:.1}% of the tasks that succeeded in both; completion order rank correlation {:.3}",
+            100.0 * self.same_worker_share,
+            self.finish_order_correlation
+        );
+        let _ = writeln!(
+            s,
+            "fidelity: {}",
+            if self.pass {
+                "within tolerance"
+            } else {
+                "OUT OF TOLERANCE"
+            }
+        );
+        s
+    }
+
+    /// One CSV row per metric.
+    pub fn csv(&self) -> Result<String, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &self.rows {
+            w.serialize(r)?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_share_ties_and_spearman_is_one_for_the_same_order_and_minus_one_reversed() {
+        assert_eq!(ranks(&[30, 10, 20, 10]), vec![4.0, 1.5, 3.0, 1.5]);
+        let a = ranks(&[1, 2, 3, 4]);
+        assert!((pearson(&a, &ranks(&[10, 20, 30, 40])) - 1.0).abs() < 1e-12);
+        assert!((pearson(&a, &ranks(&[40, 30, 20, 10])) + 1.0).abs() < 1e-12);
+    }
+}
