@@ -11,13 +11,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use splai_fidelity::real::{RealOptions, check_faults, for_real_time, run_real};
-use splai_fidelity::report::{Side, Tolerances, compare};
-use splai_scheduler::Strategy;
-use splai_sim::scale::time_scaled;
+use splai_fidelity::real::check_faults;
+use splai_fidelity::report::Tolerances;
+use splai_fidelity::{Measured, Options, measure};
 use splai_sim::scenario::Scenario;
-use splai_sim::summary::summarize_jobs;
-use splai_sim::{Engine, Run};
 
 /// Run a scenario in the simulator and for real (the operator, agents and a Kubernetes API
 /// server), and compare the two.
@@ -76,73 +73,42 @@ fn main_inner() -> Result<bool> {
     }
     let sc = Scenario::load(&args.scenario)?;
     check_faults(&sc)?;
-    let seed = args.seed.unwrap_or(sc.seed);
-    let scaled = for_real_time(time_scaled(&sc, args.time_scale));
-
-    eprintln!("splai-fidelity: simulating {} (seed {seed})", sc.name);
-    let simulated = Run {
-        scenario: &scaled,
-        seed,
-        strategy: Strategy::Splai,
-        engine: Engine::Des,
-        check_invariants: false,
-        explain: None,
-    }
-    .execute()?;
-
+    let opts = Options {
+        seed: args.seed.unwrap_or(sc.seed),
+        time_scale: args.time_scale,
+        tolerances: Tolerances {
+            time: args.max_time_error,
+            hit_rate_points: args.max_hit_rate_points,
+        },
+        flush_interval: Duration::from_millis(args.flush_ms.max(10)),
+        artifacts: std::env::temp_dir().join(format!("splai-fidelity-{}", std::process::id())),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let artifacts = std::env::temp_dir().join(format!("splai-fidelity-{}", std::process::id()));
-    let real = runtime.block_on(async {
+    let measured = runtime.block_on(async {
         let (client, ns, owned) = cluster(args.kubeconfig.as_deref()).await?;
         eprintln!(
-            "splai-fidelity: running {} for real in namespace {ns} (about {:.0} s)",
-            sc.name, simulated.summary.makespan_s
+            "splai-fidelity: running {} (seed {}) in the simulator and for real in namespace {ns}",
+            sc.name, opts.seed
         );
-        let opts = RealOptions {
-            seed,
-            flush_interval: Duration::from_millis(args.flush_ms.max(10)),
-            grace: Duration::from_secs(30),
-            artifacts: artifacts.clone(),
-        };
-        let run = run_real(client.clone(), &ns, &scaled, &opts).await;
+        let measured = measure(client.clone(), &ns, &sc, &opts).await;
         if owned {
             let _ = Api::<Namespace>::all(client)
                 .delete(&ns, &DeleteParams::default())
                 .await;
         }
-        anyhow::Ok(run?)
+        anyhow::Ok(measured?)
     })?;
-    let _ = std::fs::remove_dir_all(&artifacts);
-
-    let jobs = real.jobs.iter().map(|(k, s, st)| (k.as_str(), s, st));
-    let real_summary = summarize_jobs(
-        &scaled,
-        seed,
-        Strategy::Splai.name(),
-        "real",
-        &real.rec,
-        jobs,
-        real.counters,
-        real.wall_s,
-    );
-    let report = compare(
-        &Side {
-            summary: &simulated.summary,
-            rec: &simulated.recorder,
-        },
-        &Side {
-            summary: &real_summary,
-            rec: &real.rec,
-        },
-        args.time_scale,
-        Tolerances {
-            time: args.max_time_error,
-            hit_rate_points: args.max_hit_rate_points,
-        },
-    );
+    let _ = std::fs::remove_dir_all(&opts.artifacts);
+    let Measured {
+        scaled,
+        simulated,
+        real,
+        real_summary,
+        report,
+    } = measured;
     print!("{}", report.table());
     if let Some(dir) = &args.out {
         simulated.write(&dir.join("simulated"))?;

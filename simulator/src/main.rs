@@ -65,6 +65,10 @@ enum Command {
         /// Check the core's invariants after every event.
         #[arg(long)]
         check_invariants: bool,
+        /// Multiply every time in the scenario by this first (as `splai-fidelity` does for its
+        /// real runs); the results are in the scaled time.
+        #[arg(long, value_name = "FACTOR")]
+        time_scale: Option<f64>,
     },
     /// Run several policies over a range of seeds and print the means side by side.
     Compare {
@@ -303,8 +307,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             engine,
             out,
             check_invariants,
+            time_scale,
         } => {
-            let sc = Scenario::load(&scenario)?;
+            let mut sc = Scenario::load(&scenario)?;
+            if let Some(f) = time_scale {
+                anyhow::ensure!(
+                    f.is_finite() && f > 0.0,
+                    "--time-scale {f} must be above 0"
+                );
+                sc = splai_sim::scale::time_scaled(&sc, f);
+            }
             let seed = seed.unwrap_or(sc.seed);
             let result = Run {
                 scenario: &sc,
