@@ -136,8 +136,18 @@ fn every_generated_scenario_is_what_the_command_in_its_header_writes() {
     std::fs::create_dir_all(ws.join("scenarios")).unwrap();
     std::os::unix::fs::symlink(shared.canonicalize().unwrap(), tmp.path().join("shared")).unwrap();
     let mut checked = 0;
+    // The scenarios and those of its folders (such as scenarios/fidelity/).
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::create_dir_all(ws.join("scenarios").join(path.file_name().unwrap())).unwrap();
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    for path in files {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let Some(command) = text
             .lines()
@@ -157,7 +167,9 @@ fn every_generated_scenario_is_what_the_command_in_its_header_writes() {
             "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let written = ws.join("scenarios").join(path.file_name().unwrap());
+        let written = ws
+            .join("scenarios")
+            .join(path.strip_prefix(scenarios_dir()).unwrap());
         let again = std::fs::read_to_string(&written)
             .unwrap_or_else(|e| panic!("{command} wrote no {}: {e}", written.display()));
         assert!(
