@@ -70,3 +70,70 @@ async fn workers_whose_heartbeats_stop_cost_the_real_operator_what_the_simulator
     sound(&m);
     assert!(m.report.pass, "{}", m.report.table());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_against_a_clusters_kubeconfig_writes_its_report_and_cleans_up() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let plane = splai_testbed::shared().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_splai-fidelity"))
+        .arg(root.join("scenarios/worker-crash.yaml"))
+        .arg("--kubeconfig")
+        .arg(plane.kubeconfig())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("fidelity: within tolerance"), "{stdout}");
+    for f in [
+        "fidelity.json",
+        "fidelity.csv",
+        "jct_cdf.svg",
+        "simulated/summary.json",
+        "real/summary.json",
+        "real/tasks.csv",
+        "real/jobs.csv",
+    ] {
+        assert!(out.path().join(f).is_file(), "{f} was not written");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("fidelity.json")).unwrap()).unwrap();
+    assert_eq!(report["pass"], true);
+    assert_eq!(report["scenario"], "worker-crash");
+    // The namespace the run made is gone (or going).
+    let client = plane.client().await.unwrap();
+    let spaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    for ns in spaces.list(&Default::default()).await.unwrap() {
+        let name = ns.metadata.name.unwrap_or_default();
+        if name.starts_with("splai-fidelity-") {
+            assert!(
+                ns.metadata.deletion_timestamp.is_some(),
+                "namespace {name} was left behind"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_with_a_partition_is_refused_before_anything_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_splai-fidelity"))
+        .arg(root.join("scenarios/partition.yaml"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`partition` fault, which a real run cannot apply yet"),
+        "{stderr}"
+    );
+}
