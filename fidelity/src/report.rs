@@ -84,6 +84,20 @@ pub fn retries(attempts: &[AttemptRow]) -> u64 {
         .count() as u64
 }
 
+/// Mean seconds from an attempt's assignment to its start, as the control plane saw them: the
+/// round trip the simulator models as twice `networkLatencyMs`, measured.
+pub fn dispatch_delay_s(attempts: &[AttemptRow]) -> f64 {
+    let delays: Vec<u64> = attempts
+        .iter()
+        .filter_map(|a| a.started_ms.map(|s| s.saturating_sub(a.assigned_ms)))
+        .collect();
+    if delays.is_empty() {
+        0.0
+    } else {
+        delays.iter().sum::<u64>() as f64 / delays.len() as f64 / 1000.0
+    }
+}
+
 pub fn compare(sim: &Side<'_>, real: &Side<'_>, time_scale: f64, tol: Tolerances) -> Report {
     let mut rows = Vec::new();
     let mut row = |metric: &str, s: f64, r: f64, bound: Option<(f64, bool)>| {
@@ -141,6 +155,12 @@ pub fn compare(sim: &Side<'_>, real: &Side<'_>, time_scale: f64, tol: Tolerances
         "retries",
         retries(&sim.rec.attempts) as f64,
         retries(&real.rec.attempts) as f64,
+        None,
+    );
+    row(
+        "dispatch_delay_mean_ms",
+        t(1000.0 * dispatch_delay_s(&sim.rec.attempts)),
+        t(1000.0 * dispatch_delay_s(&real.rec.attempts)),
         None,
     );
     row(
