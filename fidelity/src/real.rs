@@ -224,19 +224,25 @@ pub async fn run_real(
         .fold(0.0, f64::max);
     let timeline = sc.fault_timeline();
     let mut faults = AgentFaults::new(sc, &by_name, &handles, &workers, &world);
-    let (mut next_fault, mut next_job) = (0, 0);
+    let mut next_fault = 0;
+    // Jobs are created on time by a task of their own, each create in flight on its own, so a
+    // slow create or a slow poll never delays the next arrival.
+    let (created_tx, mut created) = tokio::sync::mpsc::unbounded_channel();
+    let submitter = tokio::spawn(submit(
+        jobs_api.clone(),
+        ns.to_owned(),
+        arrivals.clone(),
+        start,
+        created_tx,
+    ));
+    let mut submitted = 0;
     let horizon = start + Duration::from_secs(sc.horizon_seconds) + opts.grace;
     let mut ended: BTreeMap<String, SPLAIJob> = BTreeMap::new();
     let mut next_poll = start;
-    let result = 'run: loop {
-        let fault_at = timeline.get(next_fault).map(|f| f.0);
-        let job_at = arrivals.get(next_job).map(|a| a.at_ms);
-        let due = [fault_at, job_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|ms| start + Duration::from_millis(ms));
-        let wake = due.map_or(next_poll, |d| d.min(next_poll));
+    let result = loop {
+        let wake = timeline
+            .get(next_fault)
+            .map_or(next_poll, |f| next_poll.min(start + Duration::from_millis(f.0)));
         tokio::select! {
             finished = &mut operator => {
                 break Err(RealRunError::Operator(match finished {
@@ -244,6 +250,15 @@ pub async fn run_real(
                     Ok(Err(e)) => format!("{e:#}"),
                     Err(e) => e.to_string(),
                 }));
+            }
+            Some((i, at, outcome)) = created.recv() => {
+                let a: &splai_sim::workload::Arrival = &arrivals[i];
+                if let Err(e) = outcome {
+                    break Err(api(format!("creating SPLAIJob {}", a.key))(e));
+                }
+                rec.job_arrived(&a.key, &a.spec, &a.durations_ms, at);
+                submitted += 1;
+                continue;
             }
             () = tokio::time::sleep_until(wake) => {}
         }
@@ -254,20 +269,8 @@ pub async fn run_real(
             faults.apply(i, on, at);
             next_fault += 1;
         }
-        while let Some(a) = arrivals.get(next_job)
-            && start + Duration::from_millis(a.at_ms) <= now
-        {
-            let mut job = SPLAIJob::new(&a.key, SPLAIJobSpec(a.spec.clone()));
-            job.meta_mut().namespace = Some(ns.to_owned());
-            let submitted = Instant::now().duration_since(start).as_millis() as u64;
-            if let Err(e) = jobs_api.create(&PostParams::default(), &job).await {
-                break 'run Err(api(format!("creating SPLAIJob {}", a.key))(e));
-            }
-            rec.job_arrived(&a.key, &a.spec, &a.durations_ms, submitted);
-            next_job += 1;
-        }
         if now >= next_poll {
-            next_poll = now + Duration::from_millis(200);
+            next_poll = now + Duration::from_millis(250);
             let list = match jobs_api.list(&ListParams::default()).await {
                 Ok(list) => list,
                 Err(e) => break Err(api(format!("listing the jobs of {ns}"))(e)),
@@ -280,7 +283,7 @@ pub async fn run_real(
                     ended.insert(j.metadata.name.clone().unwrap_or_default(), j);
                 }
             }
-            if next_job == arrivals.len() && ended.len() == arrivals.len() {
+            if submitted == arrivals.len() && ended.len() == arrivals.len() {
                 break Ok(());
             }
         }
@@ -288,6 +291,7 @@ pub async fn run_real(
             break Ok(());
         }
     };
+    submitter.abort();
     let wall_s = start.elapsed().as_secs_f64();
     for h in &handles {
         let _ = h.shutdown();
@@ -313,6 +317,31 @@ pub async fn run_real(
         rec.cold.insert(key, cold);
     }
     read_back(sc, epoch_ms, &arrivals, ended, rec, wall_s)
+}
+
+/// Creates each job at its arrival time and sends `(index, submitted ms, outcome)` back; the
+/// submission time is when the create was sent.
+async fn submit(
+    api: Api<SPLAIJob>,
+    ns: String,
+    arrivals: Vec<splai_sim::workload::Arrival>,
+    start: Instant,
+    created: tokio::sync::mpsc::UnboundedSender<(usize, u64, Result<(), kube::Error>)>,
+) {
+    let mut creates = tokio::task::JoinSet::new();
+    for (i, a) in arrivals.into_iter().enumerate() {
+        tokio::time::sleep_until(start + Duration::from_millis(a.at_ms)).await;
+        let mut job = SPLAIJob::new(&a.key, SPLAIJobSpec(a.spec));
+        job.meta_mut().namespace = Some(ns.clone());
+        let at = Instant::now().duration_since(start).as_millis() as u64;
+        let (api, created) = (api.clone(), created.clone());
+        creates.spawn(async move {
+            let outcome = api.create(&PostParams::default(), &job).await.map(drop);
+            let _ = created.send((i, at, outcome));
+        });
+        while creates.try_join_next().is_some() {}
+    }
+    while creates.join_next().await.is_some() {}
 }
 
 async fn create_policies_and_routes(

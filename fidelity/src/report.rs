@@ -63,6 +63,9 @@ pub struct Report {
     pub tolerances: Tolerances,
     pub pass: bool,
     pub real_wall_s: f64,
+    /// How late the real run created its latest job, against its arrival time (scenario seconds):
+    /// a run that could not keep up with the arrivals would hide their waits.
+    pub real_arrival_lag_max_s: f64,
 }
 
 /// Attempts that failed, timed out or lost their worker and were followed by another attempt
@@ -180,7 +183,20 @@ pub fn compare(sim: &Side<'_>, real: &Side<'_>, time_scale: f64, tol: Tolerances
         tolerances: tol,
         pass,
         real_wall_s: b.wall_s,
+        real_arrival_lag_max_s: t(arrival_lag_max_ms(sim.rec, real.rec) as f64 / 1000.0),
     }
+}
+
+/// The largest delay of a job's submission in `b` against its arrival in `a`, in ms.
+fn arrival_lag_max_ms(a: &Recorder, b: &Recorder) -> u64 {
+    a.jobs
+        .values()
+        .filter_map(|j| {
+            let k = b.jobs.get(&j.job)?;
+            Some(k.submitted_ms.saturating_sub(j.submitted_ms))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Of the tasks that succeeded in both runs, the share whose successful attempt ran on the same
@@ -299,6 +315,11 @@ impl Report {
             "same worker for {:.1}% of the tasks that succeeded in both; completion order rank correlation {:.3}",
             100.0 * self.same_worker_share,
             self.finish_order_correlation
+        );
+        let _ = writeln!(
+            s,
+            "the real run created every job within {:.3} s of its arrival time",
+            self.real_arrival_lag_max_s
         );
         let _ = writeln!(
             s,
