@@ -240,9 +240,9 @@ pub async fn run_real(
     let mut ended: BTreeMap<String, SPLAIJob> = BTreeMap::new();
     let mut next_poll = start;
     let result = loop {
-        let wake = timeline
-            .get(next_fault)
-            .map_or(next_poll, |f| next_poll.min(start + Duration::from_millis(f.0)));
+        let wake = timeline.get(next_fault).map_or(next_poll, |f| {
+            next_poll.min(start + Duration::from_millis(f.0))
+        });
         tokio::select! {
             finished = &mut operator => {
                 break Err(RealRunError::Operator(match finished {
@@ -276,9 +276,10 @@ pub async fn run_real(
                 Err(e) => break Err(api(format!("listing the jobs of {ns}"))(e)),
             };
             for j in list {
-                let done = j.status.as_ref().is_some_and(|s| {
-                    s.job.phase.is_terminal() && s.records_uri.is_some()
-                });
+                let done = j
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.job.phase.is_terminal() && s.records_uri.is_some());
                 if done {
                     ended.insert(j.metadata.name.clone().unwrap_or_default(), j);
                 }
@@ -446,7 +447,9 @@ fn read_back(
             row.tasks = spec.tasks.len();
             row.phase = status.phase;
             if status.phase.is_terminal() {
-                row.finished_ms = status.finished_at.map(|t| t.millis().saturating_sub(epoch_ms));
+                row.finished_ms = status
+                    .finished_at
+                    .map(|t| t.millis().saturating_sub(epoch_ms));
             }
         }
         counters.timeouts += recs
@@ -459,7 +462,12 @@ fn read_back(
     }
     // In the order they ended, as the simulator records them.
     all.sort_by(|a, b| {
-        (a.finished_at, &a.job, &a.task, a.attempt).cmp(&(b.finished_at, &b.job, &b.task, b.attempt))
+        (a.finished_at, &a.job, &a.task, a.attempt).cmp(&(
+            b.finished_at,
+            &b.job,
+            &b.task,
+            b.attempt,
+        ))
     });
     let resources: BTreeMap<(&str, &str), (u32, u32)> = jobs
         .iter()

@@ -153,7 +153,12 @@ pub fn compare(sim: &Side<'_>, real: &Side<'_>, time_scale: f64, tol: Tolerances
         b.warm_cache_hit_rate,
         Some((tol.hit_rate_points, true)),
     );
-    row("cold_starts", a.cold_starts as f64, b.cold_starts as f64, None);
+    row(
+        "cold_starts",
+        a.cold_starts as f64,
+        b.cold_starts as f64,
+        None,
+    );
     row(
         "retries",
         retries(&sim.rec.attempts) as f64,

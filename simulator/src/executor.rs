@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use splai_protocol::{
-    AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment,
-};
+use splai_protocol::{AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment};
 use splai_scheduler::api::Capabilities;
 
 use crate::scenario::{FaultKind, Scenario};
@@ -171,7 +169,6 @@ fn max_extra_latency_ms(sc: &Scenario) -> u64 {
         .max()
         .unwrap_or(0)
 }
-
 
 /// The faults that act on agents and workers (`heartbeatLoss`, `crash`, `slow`,
 /// `taskFailures`), applied through each agent's handle and the shared worker model, whichever

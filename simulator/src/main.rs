@@ -311,10 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut sc = Scenario::load(&scenario)?;
             if let Some(f) = time_scale {
-                anyhow::ensure!(
-                    f.is_finite() && f > 0.0,
-                    "--time-scale {f} must be above 0"
-                );
+                anyhow::ensure!(f.is_finite() && f > 0.0, "--time-scale {f} must be above 0");
                 sc = splai_sim::scale::time_scaled(&sc, f);
             }
             let seed = seed.unwrap_or(sc.seed);

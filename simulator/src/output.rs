@@ -129,7 +129,9 @@ fn utilization_svg(rec: &Recorder, fleet_cpu: u64) -> String {
 
 /// The JCT CDF of one run or several (each a labelled series, with a legend when more than one).
 pub fn jct_cdf_svg(series: &[(&str, &Recorder)]) -> String {
-    const COLOURS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    const COLOURS: [&str; 6] = [
+        "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
     let cdfs: Vec<Vec<f64>> = series
         .iter()
         .map(|(_, rec)| {

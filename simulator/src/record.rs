@@ -90,9 +90,17 @@ impl Recorder {
 
     /// An attempt ended, as its execution record says; `epoch_ms` is the run's start on the
     /// records' clock, and the task asked for `cpu_millis` and `gpus`.
-    pub fn attempt_ended(&mut self, r: &ExecutionRecord, epoch_ms: u64, cpu_millis: u32, gpus: u32) {
+    pub fn attempt_ended(
+        &mut self,
+        r: &ExecutionRecord,
+        epoch_ms: u64,
+        cpu_millis: u32,
+        gpus: u32,
+    ) {
         let since = |t: splai_scheduler::Timestamp| t.millis().saturating_sub(epoch_ms);
-        let cold = self.cold.remove(&(r.job.clone(), r.task.clone(), r.attempt));
+        let cold = self
+            .cold
+            .remove(&(r.job.clone(), r.task.clone(), r.attempt));
         let (assigned, finished) = (since(r.assigned_at), since(r.finished_at));
         if let Some(seen) = self.seen.get_mut(&r.job) {
             let e = seen

@@ -149,7 +149,11 @@ faults:
         assert_eq!(j.spec.timeout_seconds, Some(2));
         let t = &j.spec.tasks[0];
         assert_eq!(t.expected_duration_ms, Some(400));
-        assert_eq!(t.timeout_seconds, Some(1), "0.25 s rounds up to 1 s, never to 0");
+        assert_eq!(
+            t.timeout_seconds,
+            Some(1),
+            "0.25 s rounds up to 1 s, never to 0"
+        );
         assert_eq!(t.retry.initial_backoff_ms, 100);
         let g = &s.workload.generators[0];
         assert_eq!((g.start_ms, g.interval_ms, g.jitter_ms), (50, 300, 25));

@@ -324,7 +324,16 @@ pub fn summarize(
         timeouts: stats.timeouts,
         decisions: stats.decisions,
     };
-    summarize_jobs(sc, seed, strategy.name(), engine, rec, jobs, counters, wall_s)
+    summarize_jobs(
+        sc,
+        seed,
+        strategy.name(),
+        engine,
+        rec,
+        jobs,
+        counters,
+        wall_s,
+    )
 }
 
 /// [`summarize`] from the jobs' specs and final statuses rather than a core: `jobs` are those

@@ -14,9 +14,9 @@ use splai_scheduler::api::TaskSpec;
 use splai_scheduler::{Effect, Event};
 use tokio::sync::mpsc;
 
-use crate::executor::{World, lock};
 use super::sim_ms;
 use crate::control::Control;
+use crate::executor::{World, lock};
 use crate::worker::{Busy, SimWorker};
 use crate::workload::Arrival;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use splai_protocol::AgentHandle;
 
 use super::CONTROL_PLANE;
-use crate::executor::{AgentFaults, World};
 use super::hosts::Host;
+use crate::executor::{AgentFaults, World};
 use crate::scenario::{FaultKind, Scenario};
 use crate::worker::{self, SimWorker};
 

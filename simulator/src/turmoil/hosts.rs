@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use splai_protocol::{Agent, AgentHandle, TurmoilNet};
 
-use crate::executor::{SimExecutor, World, agent_config, lock};
 use super::{CONTROL_PLANE, PORT};
+use crate::executor::{SimExecutor, World, agent_config, lock};
 use crate::scenario::{FaultKind, Scenario, Target};
 use crate::worker::SimWorker;
 

@@ -45,11 +45,11 @@ use splai_protocol::ServerConfig;
 use splai_scheduler::Scheduler;
 
 use self::control_plane::Plane;
-use crate::executor::World;
 use self::faults::Faults;
 use self::hosts::{hosts, start_agents};
 use crate::control::Control;
 use crate::des::{EPOCH_MS, RunOptions};
+use crate::executor::World;
 use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::scenario::Scenario;
