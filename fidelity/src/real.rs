@@ -216,12 +216,7 @@ pub async fn run_real(
     }
 
     let jobs_api: Api<SPLAIJob> = Api::namespaced(client.clone(), ns);
-    let mut rec = Recorder::default();
-    rec.tally.fastest = sc
-        .fleet
-        .iter()
-        .map(|g| g.capabilities.speed_factor)
-        .fold(0.0, f64::max);
+    let mut rec = Recorder::for_scenario(sc);
     let timeline = sc.fault_timeline();
     let mut faults = AgentFaults::new(sc, &by_name, &handles, &workers, &world);
     let mut next_fault = 0;

@@ -29,12 +29,7 @@ pub struct Control {
 impl Control {
     /// A core with the scenario's policies and routes in place at time 0.
     pub fn new(sc: &Scenario, opts: &RunOptions, workers: Vec<String>, jobs_total: usize) -> Self {
-        let mut rec = Recorder::default();
-        rec.tally.fastest = sc
-            .fleet
-            .iter()
-            .map(|g| g.capabilities.speed_factor)
-            .fold(0.0, f64::max);
+        let mut rec = Recorder::for_scenario(sc);
         if let Some((j, t)) = &opts.explain {
             rec.explain = Some((j.clone(), t.clone(), Vec::new()));
         }

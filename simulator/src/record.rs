@@ -60,6 +60,18 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// An empty recorder for a run of `sc`: the summary's lower bound needs the fleet's fastest
+    /// speed factor.
+    pub fn for_scenario(sc: &crate::scenario::Scenario) -> Recorder {
+        let mut rec = Recorder::default();
+        rec.tally.fastest = sc
+            .fleet
+            .iter()
+            .map(|g| g.capabilities.speed_factor)
+            .fold(0.0, f64::max);
+        rec
+    }
+
     /// A job arrives at `now` (ms since the start of the run); `durations_ms` are the
     /// scenario's true run times of its tasks, where it gives them.
     pub fn job_arrived(
