@@ -151,9 +151,9 @@ log "building into $STAGE with $go_ver (go -p=$JOBS, nice 19); a cold build take
 ) || die "kubernetes ${K8S_VERSION} node build failed (see output above)"
 
 # ---- CoreDNS ------------------------------------------------------------------
-# Built from a small main that imports only the plugins a cluster's DNS uses (kind's and kubeadm's
-# default Corefile: kubernetes, forward, cache, errors, health, ready, log, loop, reload,
-# loadbalance, plus bind). CoreDNS's own main imports every plugin, which pulls in the cloud
+# Built from a small main that imports only the plugins a cluster's DNS uses: those of
+# scripts/node-up.sh's Corefile (bind, errors, kubernetes, forward, cache) and the rest of kind's
+# default Corefile but prometheus (health, ready, log, loop, reload, loadbalance). CoreDNS's own main imports every plugin, which pulls in the cloud
 # providers' SDKs (route53, azure, clouddns) and doubled the build time for nothing used here.
 t=$SECONDS
 (

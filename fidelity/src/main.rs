@@ -100,8 +100,9 @@ fn main_inner() -> Result<bool> {
                 .await;
         }
         anyhow::Ok(measured?)
-    })?;
+    });
     let _ = std::fs::remove_dir_all(&opts.artifacts);
+    let measured = measured?;
     let Measured {
         scaled,
         simulated,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -27,7 +27,7 @@ use splai_operator::{
     SPLAIJob, SPLAIJobSpec, SPLAIModelRoute, SPLAIModelRouteSpec, SPLAIPolicy, SPLAIPolicySpec,
 };
 use splai_protocol::{Agent, AgentHandle, TokioNet};
-use splai_scheduler::api::{ExecutionRecord, JobSpec, JobStatus, Outcome};
+use splai_scheduler::api::{ExecutionRecord, JobPhase, JobSpec, JobStatus, Outcome};
 use splai_sim::executor::{AgentFaults, SimExecutor, World, agent_config, lock};
 use splai_sim::record::Recorder;
 use splai_sim::scenario::{FaultKind, Scenario};
@@ -84,8 +84,16 @@ pub enum RealRunError {
     Crds(String),
     #[error("the operator stopped before the run ended: {0}")]
     Operator(String),
-    #[error("the operator's agent endpoint {endpoint} did not open within {seconds} s")]
+    #[error(
+        "the operator's agent endpoint {endpoint} did not open within {seconds} s: is another \
+         operator holding the `splai-operator` lease of this namespace?"
+    )]
     NoEndpoint { endpoint: String, seconds: u64 },
+    #[error("cannot create the records folder {}: {error}", path.display())]
+    Artifacts {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("the execution records of job {job} ({uri}): {reason}")]
     Records {
         job: String,
@@ -160,10 +168,9 @@ pub async fn run_real(
         .map_err(|e| RealRunError::Crds(format!("{e:#}")))?;
     create_policies_and_routes(&client, ns, sc).await?;
 
-    std::fs::create_dir_all(&opts.artifacts).map_err(|e| RealRunError::Records {
-        job: "-".into(),
-        uri: opts.artifacts.display().to_string(),
-        reason: format!("cannot create the folder: {e}"),
+    std::fs::create_dir_all(&opts.artifacts).map_err(|error| RealRunError::Artifacts {
+        path: opts.artifacts.clone(),
+        error,
     })?;
     let endpoint = splai_testbed::free_endpoint();
     let config = OperatorConfig {
@@ -289,6 +296,17 @@ pub async fn run_real(
     };
     submitter.abort();
     let wall_s = start.elapsed().as_secs_f64();
+    // Jobs still open at the horizon are read as they stand.
+    let last = match result {
+        Ok(()) => jobs_api
+            .list(&ListParams::default())
+            .await
+            .map_err(api(format!("listing the jobs of {ns}"))),
+        Err(e) => Err(e),
+    };
+    // The jobs carry the operator's finalizer: delete them while the operator still runs, so
+    // that nothing is left behind (a namespace deleted with them would hang in Terminating).
+    remove_jobs(&jobs_api).await;
     for h in &handles {
         let _ = h.shutdown();
     }
@@ -296,14 +314,7 @@ pub async fn run_real(
         a.abort();
     }
     operator.abort();
-    result?;
-
-    // Jobs still open at the horizon are read as they stand.
-    let list = jobs_api
-        .list(&ListParams::default())
-        .await
-        .map_err(api(format!("listing the jobs of {ns}")))?;
-    for j in list {
+    for j in last? {
         ended
             .entry(j.metadata.name.clone().unwrap_or_default())
             .or_insert(j);
@@ -312,7 +323,35 @@ pub async fn run_real(
     for (key, cold) in lock(&world.cold).drain(..) {
         rec.cold.insert(key, cold);
     }
-    read_back(sc, epoch_ms, &arrivals, ended, rec, wall_s)
+    let horizon_ms = sc.horizon_seconds.saturating_mul(1000);
+    read_back(sc, epoch_ms, horizon_ms, &arrivals, ended, rec, wall_s)
+}
+
+/// Deletes every job of the run and waits up to 20 s for the operator to let them go; a job
+/// still there then has its finalizers removed.
+async fn remove_jobs(api: &Api<SPLAIJob>) {
+    let all = ListParams::default();
+    let _ = api.delete_collection(&DeleteParams::default(), &all).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = match api.list(&all).await {
+            Ok(list) => list.items,
+            Err(_) => return,
+        };
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let unfinalize = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+            for j in left {
+                if let Some(name) = j.metadata.name {
+                    let _ = api.patch(&name, &PatchParams::default(), &unfinalize).await;
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Creates each job at its arrival time and sends `(index, submitted ms, outcome)` back; the
@@ -410,9 +449,11 @@ fn records(job: &str, uri: &str) -> Result<Vec<ExecutionRecord>, RealRunError> {
 }
 
 /// Fills the recorder from the jobs' final statuses and records.
+#[allow(clippy::too_many_arguments)]
 fn read_back(
     sc: &Scenario,
     epoch_ms: u64,
+    horizon_ms: u64,
     arrivals: &[splai_sim::workload::Arrival],
     mut ended: BTreeMap<String, SPLAIJob>,
     mut rec: Recorder,
@@ -437,14 +478,20 @@ fn read_back(
         for r in &mut recs {
             r.job.clone_from(&a.key);
         }
-        let status = splai_operator::view::expand(&stored, &spec, &recs);
+        let mut status = splai_operator::view::expand(&stored, &spec, &recs);
+        let finished_ms = status
+            .finished_at
+            .map(|t| t.millis().saturating_sub(epoch_ms));
+        // The real run waits a little past the horizon for the last records; a job that ended
+        // in that grace did not end within the run, as the simulator counts it.
+        if finished_ms.is_some_and(|f| f > horizon_ms) {
+            status.phase = JobPhase::Running;
+        }
         if let Some(row) = rec.jobs.get_mut(&a.key) {
             row.tasks = spec.tasks.len();
             row.phase = status.phase;
             if status.phase.is_terminal() {
-                row.finished_ms = status
-                    .finished_at
-                    .map(|t| t.millis().saturating_sub(epoch_ms));
+                row.finished_ms = finished_ms;
             }
         }
         counters.timeouts += recs

@@ -63,8 +63,8 @@ pub struct Report {
     pub tolerances: Tolerances,
     pub pass: bool,
     pub real_wall_s: f64,
-    /// How late the real run created its latest job, against its arrival time (scenario seconds):
-    /// a run that could not keep up with the arrivals would hide their waits.
+    /// How late the real run sent the create of its latest job, against its arrival time
+    /// (scenario seconds): a run that could not keep up with the arrivals would hide their waits.
     pub real_arrival_lag_max_s: f64,
 }
 
@@ -323,7 +323,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "the real run created every job within {:.3} s of its arrival time",
+            "the real run sent the create of every job within {:.3} s of its arrival time",
             self.real_arrival_lag_max_s
         );
         let _ = writeln!(

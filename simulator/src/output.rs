@@ -127,6 +127,12 @@ fn utilization_svg(rec: &Recorder, fleet_cpu: u64) -> String {
     s + "</svg>\n"
 }
 
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The JCT CDF of one run or several (each a labelled series, with a legend when more than one).
 pub fn jct_cdf_svg(series: &[(&str, &Recorder)]) -> String {
     const COLOURS: [&str; 6] = [
@@ -171,7 +177,7 @@ pub fn jct_cdf_svg(series: &[(&str, &Recorder)]) -> String {
                 "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
                 W - M - 120.0,
                 H - M - 12.0 - 16.0 * i as f64,
-                series[i].0
+                xml_escape(series[i].0)
             );
         }
     }

@@ -40,6 +40,7 @@ pub fn time_scaled(sc: &Scenario, factor: f64) -> Scenario {
         g.jitter_ms = ms(g.jitter_ms);
         scale_job(&mut g.template, factor);
     }
+    out.checks.max_jct_p95_s = sc.checks.max_jct_p95_s.map(|s| s * factor);
     for f in &mut out.faults {
         f.at_ms = ms(f.at_ms);
         f.duration_ms = f.duration_ms.map(ms);
@@ -115,6 +116,7 @@ name: t
 horizonSeconds: 100
 heartbeatIntervalMs: 5000
 settings: { staleAfterMs: 15000, lostAfterMs: 60000 }
+checks: { maxJctP95S: 200 }
 coldStart: { fixedMs: 20000, samplesMs: [1000, 3000] }
 fleet: [{ group: g, count: 2, capabilities: { cpuMillis: 1000, memoryMib: 1024 } }]
 workload:
@@ -159,6 +161,7 @@ faults:
         assert_eq!((g.start_ms, g.interval_ms, g.jitter_ms), (50, 300, 25));
         assert_eq!(s.faults[0].at_ms, 1500);
         assert_eq!(s.faults[0].duration_ms, Some(500));
+        assert_eq!(s.checks.max_jct_p95_s, Some(10.0));
     }
 
     #[test]
