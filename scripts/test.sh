@@ -168,7 +168,8 @@ fidelity() {
   local s code bin=target/debug/splai-fidelity
   for s in "${fidelity_scenarios[@]}"; do
     code=0
-    "$bin" "scenarios/$s.yaml" || code=$?
+    # The operator's and agents' info logs would bury the tables.
+    RUST_LOG="${RUST_LOG:-warn}" "$bin" "scenarios/$s.yaml" || code=$?
     case $code in
       0) fidelity_notes+=("$s within tolerance") ;;
       1) fidelity_notes+=("$s OUT OF TOLERANCE (measured, not failed)") ;;
