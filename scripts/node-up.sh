@@ -272,16 +272,24 @@ CTR=(ctr --address "$RUN/containerd.sock" -n k8s.io)
 wait_for "containerd" "${CTR[@]}" version
 # Containers a killed run left in the kept store would come back as stale sandboxes.
 stop_pods
-# Import each archive not imported yet, or rewritten since (its size or time changed).
+# Import each archive not imported yet, rewritten since (its size or time changed), or whose
+# images are no longer in the store: kubelet deletes unused images when the disk runs short, the
+# pause image too, and a node without it can start no pod. The stamp holds the archive's size and
+# time, then the names of the images it held.
 t=$SECONDS
+present="$("${CTR[@]}" images ls -q 2>/dev/null || true)"
 for archive in "$IMAGES"/*.tar; do
   [[ -f "$archive" ]] || continue
   stamp="$CACHE_ROOT/containerd/.imported-$(basename "$archive" .tar)"
   sum="$(stat -c '%s %Y' "$archive")"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then continue; fi
-  "${CTR[@]}" images import "$archive" >>"$WORK/logs/images.log" 2>&1 \
-    || fail "ctr images import $archive failed"
-  echo "$sum" >"$stamp"
+  if [[ -f "$stamp" && "$(head -1 "$stamp")" == "$sum" && $(wc -l <"$stamp") -gt 1 ]]; then
+    kept=1
+    while read -r name; do grep -qxF "$name" <<<"$present" || kept=0; done < <(tail -n +2 "$stamp")
+    if [[ $kept == 1 ]]; then continue; fi
+  fi
+  out="$("${CTR[@]}" images import "$archive" 2>&1)" || { echo "$out" >>"$WORK/logs/images.log"; fail "ctr images import $archive failed"; }
+  echo "$out" >>"$WORK/logs/images.log"
+  { echo "$sum"; sed -n 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' <<<"$out"; } >"$stamp"
   log "imported $(basename "$archive")"
 done
 log "images ready in $((SECONDS - t))s"
