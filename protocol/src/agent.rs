@@ -153,6 +153,13 @@ impl AgentHandle {
         self.command(Command::PauseHeartbeats(duration))
     }
 
+    /// Stops the agent's loop for `duration`, as SIGSTOP stops its process: nothing is read,
+    /// sent or reported meanwhile, while running attempts go on. Then it takes what arrived,
+    /// reports what finished and heartbeats, in that order.
+    pub fn freeze(&self, duration: Duration) -> Result<()> {
+        self.command(Command::Freeze(duration))
+    }
+
     /// Drops the connection and every running attempt and unsent report, stays down for
     /// `restart_after`, then registers again with the next incarnation.
     pub fn crash(&self, restart_after: Duration) -> Result<()> {
@@ -181,6 +188,7 @@ impl AgentHandle {
 #[derive(Debug)]
 enum Command {
     PauseHeartbeats(Duration),
+    Freeze(Duration),
     Crash(Duration),
     Shutdown,
 }
@@ -213,6 +221,8 @@ pub struct Agent<N: Network, E: Executor> {
     attempts: HashMap<Id, AttemptRef>,
     unconfirmed: Vec<Unconfirmed>,
     paused_until: Option<Instant>,
+    /// Set by a freeze command, taken by the loop that read it.
+    frozen_for: Option<Duration>,
     failures: u32,
     /// Which of the control-plane endpoints to dial next.
     endpoint: usize,
@@ -238,6 +248,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
             attempts: HashMap::new(),
             unconfirmed: Vec::new(),
             paused_until: None,
+            frozen_for: None,
             failures: 0,
             endpoint: 0,
         };
@@ -308,6 +319,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
                     if let Some(stop) = self.command(command) {
                         return Some(stop);
                     }
+                    self.stay_frozen().await;
                 }
                 Some(joined) = self.tasks.join_next_with_id() => {
                     if let Some(message) = self.finished(joined) {
@@ -372,6 +384,7 @@ impl<N: Network, E: Executor> Agent<N, E> {
                     if let Some(stop) = self.command(command) {
                         return Ok(stop);
                     }
+                    self.stay_frozen().await;
                 }
                 message = link.reader.recv::<ControlMessage>() => {
                     self.on_control(link, message?).await?;
@@ -397,6 +410,13 @@ impl<N: Network, E: Executor> Agent<N, E> {
         }
     }
 
+    /// After a freeze command, does nothing for its duration (see [`AgentHandle::freeze`]).
+    async fn stay_frozen(&mut self) {
+        if let Some(duration) = self.frozen_for.take() {
+            tokio::time::sleep(duration).await;
+        }
+    }
+
     fn command(&mut self, command: Option<Command>) -> Option<Stop> {
         match command {
             // Every handle is gone: no more commands will come, but the agent keeps working.
@@ -406,6 +426,10 @@ impl<N: Network, E: Executor> Agent<N, E> {
             }
             Some(Command::PauseHeartbeats(duration)) => {
                 self.paused_until = Some(Instant::now() + duration);
+                None
+            }
+            Some(Command::Freeze(duration)) => {
+                self.frozen_for = Some(duration);
                 None
             }
             Some(Command::Crash(restart_after)) => Some(Stop::Crash(restart_after)),

@@ -87,11 +87,13 @@ impl Control {
             .map(|t| t.millis().saturating_sub(EPOCH_MS))
     }
 
-    /// A job of the workload arrives at `now`.
-    pub fn submit(&mut self, a: &Arrival, now: u64) -> Vec<Effect> {
+    /// A job of the workload, submitted at `submitted`, reaches the core at `now` (later by the
+    /// scenario's `submitLatencyMs`).
+    pub fn submit(&mut self, a: &Arrival, submitted: u64, now: u64) -> Vec<Effect> {
         self.arrived += 1;
         self.open_jobs += 1;
-        self.rec.job_arrived(&a.key, &a.spec, &a.durations_ms, now);
+        self.rec
+            .job_arrived(&a.key, &a.spec, &a.durations_ms, submitted);
         let event = Event::JobSubmitted {
             key: a.key.clone(),
             spec: a.spec.clone(),

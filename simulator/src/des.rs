@@ -46,6 +46,8 @@ pub struct RunOptions {
 #[derive(Debug)]
 enum Ev {
     Arrive(usize),
+    /// A job submitted `submitLatencyMs` ago reaches the core.
+    Admit(usize),
     /// A worker's agent process starts and dials the control plane.
     Boot {
         worker: usize,
@@ -87,6 +89,11 @@ enum Ev {
         attempt: u32,
         ok: bool,
     },
+    /// A thawed agent sends a report it held while frozen.
+    Release {
+        worker: usize,
+        event: Box<Event>,
+    },
     FaultStart(usize),
     FaultEnd(usize),
     Wakeup,
@@ -107,7 +114,7 @@ struct Queued {
 impl Ev {
     fn rank(&self) -> (u8, usize) {
         match self {
-            Ev::Arrive(_) => (0, 0),
+            Ev::Arrive(_) | Ev::Admit(_) => (0, 0),
             Ev::Wakeup => (1, 0),
             Ev::ToCore { worker, .. } => (2, *worker),
             Ev::FaultStart(_) | Ev::FaultEnd(_) => (3, 0),
@@ -144,6 +151,11 @@ struct Agent {
     alive: bool,
     heartbeats_lost: u32,
     partitioned: u32,
+    /// Stopped by `freeze` faults (SIGSTOP): while above 0, what reaches the agent waits in
+    /// `held`, and what it would send waits in `held_reports`.
+    frozen: u32,
+    held: Vec<Ev>,
+    held_reports: Vec<Event>,
 }
 
 impl Agent {
@@ -193,6 +205,9 @@ impl<'a> Des<'a> {
                 alive: true,
                 heartbeats_lost: 0,
                 partitioned: 0,
+                frozen: 0,
+                held: Vec::new(),
+                held_reports: Vec::new(),
             })
             .collect();
         let arrival_of = arrivals
@@ -290,9 +305,17 @@ impl<'a> Des<'a> {
     }
 
     fn step(&mut self, ev: Ev) {
+        let ev = match self.hold_if_frozen(ev) {
+            Some(ev) => ev,
+            None => return,
+        };
         match ev {
-            Ev::Arrive(i) => {
-                let effects = self.ctl.submit(&self.arrivals[i], self.now);
+            Ev::Arrive(i) if self.sc.submit_latency_ms > 0 => {
+                self.push(self.now + self.sc.submit_latency_ms, Ev::Admit(i));
+            }
+            Ev::Arrive(i) | Ev::Admit(i) => {
+                let a = &self.arrivals[i];
+                let effects = self.ctl.submit(a, a.at_ms, self.now);
                 self.carry_out(effects);
             }
             // Events of an agent process that has since crashed are void.
@@ -396,9 +419,15 @@ impl<'a> Des<'a> {
                             retryable: true,
                         }
                     };
-                    self.send_to_core(worker, report);
+                    if self.agents[worker].frozen > 0 {
+                        // The work is done, but a stopped process cannot say so.
+                        self.agents[worker].held_reports.push(report);
+                    } else {
+                        self.send_to_core(worker, report);
+                    }
                 }
             }
+            Ev::Release { worker, event } => self.send_to_core(worker, *event),
             Ev::FaultStart(i) => self.fault(i, true),
             Ev::FaultEnd(i) => self.fault(i, false),
             Ev::Wakeup => {
@@ -411,6 +440,45 @@ impl<'a> Des<'a> {
                 let every = worker::sample_every_ms(self.sc);
                 self.push(self.now + every, Ev::Sample);
             }
+        }
+    }
+
+    /// Keeps what reaches a frozen agent (messages, its own timers) for when it thaws; a task's
+    /// end goes through, since the work does not stop with the agent.
+    fn hold_if_frozen(&mut self, ev: Ev) -> Option<Ev> {
+        let w = match &ev {
+            Ev::Boot { worker, .. }
+            | Ev::Connect { worker, .. }
+            | Ev::Heartbeat { worker, .. }
+            | Ev::Assign { worker, .. }
+            | Ev::Cancel { worker, .. } => *worker,
+            _ => return Some(ev),
+        };
+        if self.agents[w].frozen == 0 {
+            return Some(ev);
+        }
+        self.agents[w].held.push(ev);
+        None
+    }
+
+    /// A thawed agent reads what reached it, then reports what finished, then heartbeats: the
+    /// order in which the agent's loop takes what is ready.
+    fn thaw(&mut self, w: usize) {
+        let a = &mut self.agents[w];
+        let held = std::mem::take(&mut a.held);
+        let reports = std::mem::take(&mut a.held_reports);
+        let (messages, timers): (Vec<Ev>, Vec<Ev>) = held
+            .into_iter()
+            .partition(|e| matches!(e, Ev::Assign { .. } | Ev::Cancel { .. }));
+        for ev in messages {
+            self.push(self.now, ev);
+        }
+        for event in reports {
+            let event = Box::new(event);
+            self.push(self.now, Ev::Release { worker: w, event });
+        }
+        for ev in timers {
+            self.push(self.now, ev);
         }
     }
 
@@ -584,12 +652,24 @@ impl<'a> Des<'a> {
                     count(&mut self.agents[w].partitioned);
                 }
             }
+            FaultKind::Freeze { target } => {
+                for w in worker::targets(self.sc, &self.by_name, target) {
+                    count(&mut self.agents[w].frozen);
+                    if self.agents[w].frozen == 0 {
+                        self.thaw(w);
+                    }
+                }
+            }
             FaultKind::Crash { target } => {
                 for w in worker::targets(self.sc, &self.by_name, target) {
                     let a = &mut self.agents[w];
                     if on {
                         a.alive = false;
                         a.sim.crash();
+                        // A killed process is no longer stopped, and what it held is gone.
+                        a.frozen = 0;
+                        a.held.clear();
+                        a.held_reports.clear();
                     } else if !a.alive {
                         a.alive = true;
                         a.incarnation += 1;

@@ -32,7 +32,13 @@ pub struct World {
     /// What the control plane puts before a scenario's job name in its job keys: nothing in the
     /// simulator, `<namespace>/` for the operator. Draws and durations go by the scenario's name.
     pub key_prefix: String,
+    /// Told of each model load as `cold` is: an agent in a process of its own writes them where
+    /// its driver reads them, since a killed process cannot hand over its memory.
+    pub on_cold: Option<ColdHook>,
 }
+
+/// See [`World::on_cold`].
+pub type ColdHook = Box<dyn Fn(&AttemptKey, bool) + Send + Sync>;
 
 impl World {
     pub fn new(sc: &Scenario, seed: u64, arrivals: &[crate::workload::Arrival]) -> World {
@@ -47,6 +53,7 @@ impl World {
             failures: Mutex::default(),
             cold: Mutex::default(),
             key_prefix: String::new(),
+            on_cold: None,
         }
     }
 }
@@ -102,6 +109,9 @@ impl Executor for SimExecutor {
         };
         if let Some(cold) = plan.cold {
             let key = (job.to_owned(), task.task.clone(), task.attempt);
+            if let Some(hook) = &self.world.on_cold {
+                hook(&key, cold);
+            }
             lock(&self.world.cold).push((key, cold));
         }
         let running = RunningGuard {
@@ -170,7 +180,7 @@ fn max_extra_latency_ms(sc: &Scenario) -> u64 {
         .unwrap_or(0)
 }
 
-/// The faults that act on agents and workers (`heartbeatLoss`, `crash`, `slow`,
+/// The faults that act on agents and workers (`heartbeatLoss`, `freeze`, `crash`, `slow`,
 /// `taskFailures`), applied through each agent's handle and the shared worker model, whichever
 /// driver runs the agents. Link faults (`partition`, `network`) belong to the driver's network.
 pub struct AgentFaults<'a> {
@@ -223,6 +233,13 @@ impl<'a> AgentFaults<'a> {
                         self.paused_until[w] = until;
                         // Fails only if the agent has stopped, and agents never stop mid-run.
                         let _ = self.handles[w].pause_heartbeats(ms(until - now));
+                    }
+                }
+            }
+            FaultKind::Freeze { target } => {
+                for w in targets(target) {
+                    if on {
+                        let _ = self.handles[w].freeze(ms(until - now));
                     }
                 }
             }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod compare;
 pub mod control;
 pub mod des;
@@ -280,5 +281,31 @@ impl RunResult {
         rows.into_iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
             .collect()
+    }
+}
+
+/// An inclusive range of seeds, written `A-B` or `A`.
+#[derive(Clone, Debug)]
+pub struct SeedRange(pub u64, pub u64);
+
+impl SeedRange {
+    pub fn range(&self) -> std::ops::RangeInclusive<u64> {
+        self.0..=self.1
+    }
+}
+
+impl std::str::FromStr for SeedRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a seed range such as 1-100");
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a > b {
+            return Err(bad());
+        }
+        Ok(SeedRange(a, b))
     }
 }

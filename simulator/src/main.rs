@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use splai_scheduler::Strategy;
-use splai_sim::{Engine, Run, scenario::Scenario};
+use splai_sim::{Engine, Run, SeedRange, scenario::Scenario};
 
 /// `print!` and `println!` that end the program when standard output cannot be written,
 /// where the std macros panic: quietly with status 141, as a program stopped by SIGPIPE, when
@@ -131,6 +131,16 @@ enum Command {
     /// Turn a shared Alibaba trace into a scenario file.
     #[command(subcommand)]
     Import(Import),
+    /// Fit the control plane's delays (networkLatencyMs, submitLatencyMs) from real runs and
+    /// print them as scenario settings.
+    Calibrate {
+        /// Folders of real runs: the `real` folder of `splai-fidelity --out DIR` (DIR/real).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Print the calibration as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of scenario files (committed as scenarios/scenario.schema.json).
     Schema,
     /// Show every decision about one task: the terms of its score and its runner-up, or why it waited.
@@ -527,6 +537,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             outln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Calibrate { runs, json } => {
+            let measured = runs
+                .iter()
+                .map(|dir| splai_sim::calibrate::read_run(dir))
+                .collect::<Result<Vec<_>, _>>()?;
+            let c = splai_sim::calibrate::fit(&measured)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                out!("{}", c.text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             outln!("{}", splai_sim::scenario::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -570,32 +593,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// An inclusive range of seeds, written `A-B` or `A`.
-#[derive(Clone, Debug)]
-struct SeedRange(u64, u64);
-
-impl SeedRange {
-    fn range(&self) -> std::ops::RangeInclusive<u64> {
-        self.0..=self.1
-    }
-}
-
-impl std::str::FromStr for SeedRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a seed range such as 1-100");
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let (a, b) = (
-            a.trim().parse().map_err(|_| bad())?,
-            b.trim().parse().map_err(|_| bad())?,
-        );
-        if a > b {
-            return Err(bad());
-        }
-        Ok(SeedRange(a, b))
     }
 }
 

@@ -22,6 +22,7 @@ pub fn time_scaled(sc: &Scenario, factor: f64) -> Scenario {
     out.horizon_seconds = scale_s(sc.horizon_seconds, factor);
     out.heartbeat_interval_ms = ms(sc.heartbeat_interval_ms);
     out.network_latency_ms = ms(sc.network_latency_ms);
+    out.submit_latency_ms = ms(sc.submit_latency_ms);
     scale_settings(&mut out.settings, factor);
     out.cold_start.fixed_ms = ms(sc.cold_start.fixed_ms);
     for s in &mut out.cold_start.samples_ms {

@@ -29,6 +29,11 @@ pub struct Scenario {
     /// One-way delay of every message between an agent and the control plane.
     #[serde(default = "Scenario::default_latency")]
     pub network_latency_ms: u64,
+    /// How long a job takes from its submission to the control plane: the API server's write and
+    /// the watch event that brings it to the operator. A job's queue wait and JCT count from its
+    /// submission. `splai-sim calibrate` measures it on a real run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub submit_latency_ms: u64,
     /// The core's settings: weights, health thresholds, aging.
     #[serde(default)]
     pub settings: Settings,
@@ -60,6 +65,10 @@ impl Scenario {
     fn default_latency() -> u64 {
         5
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// `count` identical workers named `<group>-<i>`.
@@ -208,6 +217,11 @@ pub enum FaultKind {
     HeartbeatLoss { target: Target },
     /// The agents die, losing their running tasks, and restart when the fault ends.
     Crash { target: Target },
+    /// The agents' processes are stopped (SIGSTOP) until the fault ends: they send nothing and
+    /// read nothing, while their tasks' work goes on; when thawed they read what arrived, report
+    /// what finished and heartbeat again. A worker frozen past `lostAfterMs` loses its attempts
+    /// to other workers, and its late reports are refused by attempt number.
+    Freeze { target: Target },
     /// Every message between the group and the control plane is lost, both ways.
     Partition { target: Target },
     /// Every message is delayed by `extraLatencyMs` more, and lost with `lossRate`.

@@ -24,7 +24,7 @@ fn stderr(o: &Output) -> String {
 fn a_missing_file_is_reported_once_with_its_path_by_every_command() {
     let out = std::env::temp_dir().join("splai-sim-cli-never-written.yaml");
     let out = out.to_str().unwrap();
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 7] = [
         &["run", "no/such.yaml"],
         &["compare", "no/such.yaml"],
         &[
@@ -41,6 +41,7 @@ fn a_missing_file_is_reported_once_with_its_path_by_every_command() {
         ],
         &["import", "alibaba-v2018", "no/such.yaml", "-o", out],
         &["import", "alibaba-genai", "no/such.yaml", "-o", out],
+        &["calibrate", "no/such.yaml"],
     ];
     for args in cases {
         let o = splai_sim(args);
@@ -50,6 +51,36 @@ fn a_missing_file_is_reported_once_with_its_path_by_every_command() {
         assert_eq!(err.matches("(os error").count(), 1, "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn calibrate_fits_the_delays_of_a_real_runs_folder_and_prints_them_as_scenario_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasks.csv"),
+        "job,task,attempt,worker,assigned_ms,started_ms,finished_ms,outcome,cold_start,error\n\
+         a,t,1,w-0,100,102,900,Succeeded,,\n\
+         a,u,1,w-0,900,906,1000,Succeeded,false,\n\
+         b,t,1,w-1,50,,60,WorkerLost,,agent lost\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("admissions.csv"),
+        "job,created_ms,admitted_ms\na,0,90\nb,10,40\nc,20,\n",
+    )
+    .unwrap();
+    let o = splai_sim(&["calibrate", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // Round trips 2 and 6 ms (mean 4, so 2 each way); admissions 90 and 30 ms (mean 60).
+    assert!(
+        text.ends_with("networkLatencyMs: 2\nsubmitLatencyMs: 60\n"),
+        "{text}"
+    );
+    assert!(text.contains("2 samples, mean 4.00 ms"), "{text}");
+    // What it prints is a scenario fragment: it parses as the settings it names.
+    let fragment: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(fragment["submitLatencyMs"], 60);
 }
 
 #[test]

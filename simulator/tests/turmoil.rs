@@ -54,9 +54,10 @@ fn run(sc: &Scenario, seed: u64, engine: Engine) -> RunResult {
 /// One turmoil run of a committed scenario at its own seed (or of the short quickstart at seed
 /// 1), shared by every test that reads it.
 fn turmoil_run(name: &str) -> &'static RunResult {
-    static RUNS: [(&str, OnceLock<RunResult>); 5] = [
+    static RUNS: [(&str, OnceLock<RunResult>); 6] = [
         ("short-quickstart", OnceLock::new()),
         ("heartbeat-loss", OnceLock::new()),
+        ("worker-freeze", OnceLock::new()),
         ("worker-crash", OnceLock::new()),
         ("partition", OnceLock::new()),
         ("flaky-tasks", OnceLock::new()),
@@ -139,6 +140,23 @@ fn silent_workers_over_turmoil_have_their_tasks_requeued_and_nothing_is_lost_or_
         assert!(!lost.is_empty(), "{worker} was never declared lost");
     }
     assert!(r.summary.retries > 0);
+}
+
+#[test]
+fn a_frozen_agent_over_turmoil_is_lost_only_when_frozen_past_lost_after_and_nothing_is_committed_twice()
+ {
+    let r = turmoil_run("worker-freeze");
+    assert_nothing_lost_or_duplicated(r);
+    // Frozen for 60 s (lostAfterMs is 30 s): declared lost, its tasks requeued.
+    assert!(!attempts_on(r, "rack-b-2", Outcome::WorkerLost).is_empty());
+    // Frozen for 20 s (from 20 s to 40 s): back in time, nothing lost, and the attempts it was
+    // running went on while it was stopped and succeeded.
+    assert!(attempts_on(r, "rack-a-0", Outcome::WorkerLost).is_empty());
+    let across = attempts_on(r, "rack-a-0", Outcome::Succeeded)
+        .into_iter()
+        .filter(|a| a.started_ms.is_some_and(|s| s < 20_000) && a.finished_ms > 40_000)
+        .count();
+    assert!(across > 0);
 }
 
 #[test]
@@ -247,8 +265,13 @@ fn reports_landing_in_the_same_millisecond_are_handled_in_the_same_order_by_both
 }
 
 #[test]
-fn both_engines_agree_on_heartbeat_loss_crashes_slow_workers_and_task_failures_too() {
-    for name in ["heartbeat-loss", "worker-crash", "flaky-tasks"] {
+fn both_engines_agree_on_heartbeat_loss_freezes_crashes_slow_workers_and_task_failures_too() {
+    for name in [
+        "heartbeat-loss",
+        "worker-freeze",
+        "worker-crash",
+        "flaky-tasks",
+    ] {
         let sc = scenario(name);
         let t = turmoil_run(name);
         let d = run(&sc, sc.seed, Engine::Des);
@@ -301,4 +324,31 @@ fn a_run_cut_short_by_the_horizon_stops_at_the_horizon_in_both_engines() {
     assert_eq!(t.recorder.timeline.last().unwrap().t_ms, 60_000);
     assert_eq!(t.recorder.timeline, d.recorder.timeline);
     assert_eq!(t.recorder.attempts, d.recorder.attempts);
+}
+
+#[test]
+fn a_submit_latency_delays_every_jobs_first_placement_alike_in_both_engines() {
+    let mut sc = short_quota_contention();
+    for g in &mut sc.workload.generators {
+        g.count = 6;
+    }
+    let instant = run(&sc, 1, Engine::Des);
+    sc.submit_latency_ms = 700;
+    let (t, d) = (run(&sc, 1, Engine::Turmoil), run(&sc, 1, Engine::Des));
+    assert_eq!(t.recorder.attempts, d.recorder.attempts);
+    assert_eq!(t.recorder.jobs, d.recorder.jobs);
+    for (key, job) in &d.recorder.jobs {
+        // Jobs count from their submission, which the latency does not move.
+        assert_eq!(job.submitted_ms, instant.recorder.jobs[key].submitted_ms);
+        let first = d
+            .recorder
+            .attempts
+            .iter()
+            .filter(|a| &a.job == key)
+            .map(|a| a.assigned_ms)
+            .min()
+            .unwrap();
+        assert!(first >= job.submitted_ms + 700, "{key}: placed at {first}");
+    }
+    assert!(d.summary.jct_mean_s > instant.summary.jct_mean_s);
 }

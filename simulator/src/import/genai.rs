@@ -233,6 +233,7 @@ fn import_onto(
         horizon_seconds: last / 1000 * 3 + 86_400,
         heartbeat_interval_ms: 10_000,
         network_latency_ms: 5,
+        submit_latency_ms: 0,
         settings,
         fleet,
         workload: Workload {

@@ -357,6 +357,7 @@ pub(crate) fn import_onto(
         horizon_seconds: horizon,
         heartbeat_interval_ms: 10_000,
         network_latency_ms: 5,
+        submit_latency_ms: 0,
         settings: Default::default(),
         fleet,
         workload: Workload {

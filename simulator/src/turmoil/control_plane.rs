@@ -24,6 +24,8 @@ use crate::workload::Arrival;
 pub(super) struct Plane {
     pub control: Rc<RefCell<Control>>,
     pub arrivals: Vec<Arrival>,
+    /// How long a job takes from its arrival to the control plane (the scenario's setting).
+    pub submit_latency_ms: u64,
     pub world: Arc<World>,
     pub workers: Vec<Arc<Mutex<SimWorker>>>,
     pub by_name: BTreeMap<String, usize>,
@@ -92,7 +94,10 @@ impl Plane {
 
     /// The earliest millisecond with something to handle.
     fn next_due(&self, at: &Cursor) -> Option<u64> {
-        let arrival = self.arrivals.get(at.next_arrival).map(|a| a.at_ms);
+        let arrival = self
+            .arrivals
+            .get(at.next_arrival)
+            .map(|a| a.at_ms + self.submit_latency_ms);
         let wakeup = self.control.borrow().next_wakeup_ms();
         let message = at.mailbox.front().map(|m| m.0);
         [
@@ -108,13 +113,18 @@ impl Plane {
     }
 
     fn millisecond(&self, t: u64, at: &mut Cursor, outbox: &ControlHandle) {
-        while let Some(a) = self.arrivals.get(at.next_arrival).filter(|a| a.at_ms <= t) {
+        let latency = self.submit_latency_ms;
+        while let Some(a) = self
+            .arrivals
+            .get(at.next_arrival)
+            .filter(|a| a.at_ms + latency <= t)
+        {
             at.next_arrival += 1;
             for task in &a.spec.tasks {
                 at.specs
                     .insert((a.key.clone(), task.id.clone()), task.clone());
             }
-            let effects = self.control().submit(a, t);
+            let effects = self.control().submit(a, t - latency, t);
             send(outbox, &mut at.specs, effects);
         }
         if self

@@ -112,6 +112,7 @@ impl<'a> TurmoilEngine<'a> {
         let plane = Rc::new(Plane {
             control: Rc::clone(&control),
             arrivals,
+            submit_latency_ms: sc.submit_latency_ms,
             world: Arc::clone(&world),
             workers: workers.clone(),
             by_name: by_name.clone(),
