@@ -134,7 +134,7 @@ lint "Dockerfile lint (hadolint)" scripts/lint-dockerfiles.sh
 phase "cargo test (build)" cargo test --workspace --no-run
 
 sim=target/release/splai-sim
-sweeps=(heartbeat-loss worker-crash partition flaky-tasks quota-contention lossy-network)
+sweeps=(heartbeat-loss worker-freeze worker-crash partition flaky-tasks quota-contention lossy-network)
 gate() { "$sim" regress scenarios/*.yaml --baseline scenarios/baseline.json | tee "$1"; }
 sweep() { "$sim" sweep "scenarios/$1.yaml" --seeds 1-200 | sed "s/^sweep:/sweep $1:/" | tee "$2"; }
 if phase "splai-sim (release build)" cargo build --release -q -p splai-sim; then
@@ -162,7 +162,7 @@ phase "cargo test" bash -c 'cargo test --workspace --no-fail-fast 2>&1 | tee -a 
 # How close the real operator comes to the simulator's prediction (fidelity/README.md). This is a
 # measurement, not a test: the phase fails only when a run cannot be made (exit 2); a result out
 # of tolerance (exit 1) is printed in the table and the summary for a person to read.
-fidelity_scenarios=(quickstart worker-crash heartbeat-loss fidelity/alibaba-genai-small)
+fidelity_scenarios=(quickstart worker-crash worker-freeze heartbeat-loss fidelity/alibaba-genai-small)
 fidelity_notes=()
 fidelity() {
   local s code bin=target/debug/splai-fidelity

@@ -12,8 +12,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use splai_fidelity::real::check_faults;
-use splai_fidelity::report::Tolerances;
-use splai_fidelity::{Measured, Options, measure};
+use splai_fidelity::report::{Tolerances, over_seeds};
+use splai_fidelity::{DelaySource, Measured, Options, measure};
+use splai_sim::SeedRange;
+use splai_sim::calibrate::Delays;
 use splai_sim::scenario::Scenario;
 
 /// Run a scenario in the simulator and for real (the operator, agents and a Kubernetes API
@@ -26,6 +28,10 @@ struct Args {
     /// The seed of every random draw [default: the scenario's `seed`]
     #[arg(long)]
     seed: Option<u64>,
+    /// Run each seed of this range (such as 1-5) and hold the means over them to the
+    /// tolerances; each seed's outputs go to DIR/seed-N with --out.
+    #[arg(long, value_name = "RANGE", conflicts_with = "seed")]
+    seeds: Option<SeedRange>,
     /// Every time in the scenario is multiplied by this, in both runs: 0.05 runs a 20-minute
     /// scenario in a minute. Reported times are in the scenario's own seconds.
     #[arg(long, default_value_t = 0.05)]
@@ -45,6 +51,14 @@ struct Args {
     /// Largest difference allowed on the warm-cache hit rate, in percentage points.
     #[arg(long, default_value_t = 5.0)]
     max_hit_rate_points: f64,
+    /// Give the simulator these control-plane delays (what `splai-sim calibrate` printed for
+    /// this cluster) instead of fitting them from the real run itself.
+    #[arg(long, value_name = "FILE", conflicts_with = "uncalibrated")]
+    calibration: Option<PathBuf>,
+    /// Give the simulator the time-scaled scenario's own delays (`networkLatencyMs`,
+    /// `submitLatencyMs`), to see what calibration changes.
+    #[arg(long)]
+    uncalibrated: bool,
     /// The operator's status-write batching interval, as its `--flush-ms`.
     #[arg(long, default_value_t = 100)]
     flush_ms: u64,
@@ -82,66 +96,117 @@ fn main_inner() -> Result<bool> {
         },
         flush_interval: Duration::from_millis(args.flush_ms.max(10)),
         artifacts: std::env::temp_dir().join(format!("splai-fidelity-{}", std::process::id())),
+        delays: match (&args.calibration, args.uncalibrated) {
+            (Some(path), _) => DelaySource::Given(Delays::load(path)?),
+            (None, true) => DelaySource::Scenario,
+            (None, false) => DelaySource::Measured,
+        },
+        agent_program: std::env::current_exe()?.with_file_name("splai-fidelity-agent"),
+    };
+    let seeds: Vec<u64> = match &args.seeds {
+        Some(range) => range.range().collect(),
+        None => vec![args.seed.unwrap_or(sc.seed)],
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let measured = runtime.block_on(async {
-        let (client, ns, owned) = cluster(args.kubeconfig.as_deref()).await?;
-        eprintln!(
-            "splai-fidelity: running {} (seed {}) in the simulator and for real in namespace {ns}",
-            sc.name, opts.seed
-        );
-        let measured = measure(client.clone(), &ns, &sc, &opts).await;
-        if owned {
-            let _ = Api::<Namespace>::all(client)
-                .delete(&ns, &DeleteParams::default())
-                .await;
+    let mut reports = Vec::new();
+    for &seed in &seeds {
+        let opts = Options {
+            seed,
+            ..opts.clone()
+        };
+        let measured = runtime.block_on(async {
+            let (client, ns, owned) = cluster(args.kubeconfig.as_deref(), seed).await?;
+            eprintln!(
+                "splai-fidelity: running {} (seed {seed}) in the simulator and for real in namespace {ns}",
+                sc.name
+            );
+            let measured = measure(client.clone(), &ns, &sc, &opts).await;
+            if owned {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&ns, &DeleteParams::default())
+                    .await;
+            }
+            anyhow::Ok(measured?)
+        });
+        let _ = std::fs::remove_dir_all(&opts.artifacts);
+        let measured = measured?;
+        print!("{}", measured.report.table());
+        if let Some(dir) = &args.out {
+            let dir = match args.seeds {
+                Some(_) => dir.join(format!("seed-{seed}")),
+                None => dir.clone(),
+            };
+            write_outputs(&dir, &measured)?;
         }
-        anyhow::Ok(measured?)
-    });
-    let _ = std::fs::remove_dir_all(&opts.artifacts);
-    let measured = measured?;
+        reports.push(measured.report);
+    }
+    if args.seeds.is_none() {
+        return Ok(reports[0].pass);
+    }
+    let over = over_seeds(&reports);
+    println!();
+    print!("{}", over.table());
+    if let Some(dir) = &args.out {
+        write(
+            dir,
+            "fidelity.json",
+            serde_json::to_string_pretty(&over)? + "\n",
+        )?;
+        write(dir, "fidelity.csv", over.csv()?)?;
+    }
+    Ok(over.pass)
+}
+
+fn write(dir: &Path, name: &str, body: String) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Each run's outputs (simulated/, real/ with admissions.csv) and the comparison
+/// (fidelity.json, fidelity.csv, jct_cdf.svg) in `dir`.
+fn write_outputs(dir: &Path, m: &Measured) -> Result<()> {
     let Measured {
         scaled,
         simulated,
         real,
         real_summary,
         report,
-    } = measured;
-    print!("{}", report.table());
-    if let Some(dir) = &args.out {
-        simulated.write(&dir.join("simulated"))?;
-        let fleet_cpu = scaled
-            .fleet
-            .iter()
-            .map(|g| u64::from(g.count) * u64::from(g.capabilities.cpu_millis))
-            .sum();
-        splai_sim::output::write_all(&dir.join("real"), &real_summary, &real.rec, fleet_cpu)?;
-        let write = |name: &str, body: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
-        };
-        write(
-            "fidelity.json",
-            serde_json::to_string_pretty(&report)? + "\n",
-        )?;
-        write("fidelity.csv", report.csv()?)?;
-        write(
-            "jct_cdf.svg",
-            splai_sim::output::jct_cdf_svg(&[
-                ("simulated", &simulated.recorder),
-                ("real", &real.rec),
-            ]),
-        )?;
+    } = m;
+    simulated.write(&dir.join("simulated"))?;
+    let fleet_cpu = scaled
+        .fleet
+        .iter()
+        .map(|g| u64::from(g.count) * u64::from(g.capabilities.cpu_millis))
+        .sum();
+    splai_sim::output::write_all(&dir.join("real"), real_summary, &real.rec, fleet_cpu)?;
+    let mut admissions = csv::Writer::from_writer(Vec::new());
+    for a in &real.admissions {
+        admissions.serialize(a)?;
     }
-    Ok(report.pass)
+    write(
+        &dir.join("real"),
+        splai_sim::calibrate::ADMISSIONS_CSV,
+        String::from_utf8(admissions.into_inner()?)?,
+    )?;
+    write(
+        dir,
+        "fidelity.json",
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    write(dir, "fidelity.csv", report.csv()?)?;
+    write(
+        dir,
+        "jct_cdf.svg",
+        splai_sim::output::jct_cdf_svg(&[("simulated", &simulated.recorder), ("real", &real.rec)]),
+    )
 }
 
 /// A client and a fresh namespace: on the given cluster (the namespace is deleted afterwards),
 /// or on a local API server from the test bed.
-async fn cluster(kubeconfig: Option<&Path>) -> Result<(Client, String, bool)> {
+async fn cluster(kubeconfig: Option<&Path>, seed: u64) -> Result<(Client, String, bool)> {
     let Some(path) = kubeconfig else {
         let (client, ns) = splai_testbed::namespace("fidelity").await?;
         return Ok((client, ns, false));
@@ -152,7 +217,7 @@ async fn cluster(kubeconfig: Option<&Path>) -> Result<(Client, String, bool)> {
         .with_context(|| format!("{}: not a usable kubeconfig", path.display()))?;
     let client = Client::try_from(config)?;
     let ns = format!(
-        "splai-fidelity-{}",
+        "splai-fidelity-{}-{seed}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

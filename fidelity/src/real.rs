@@ -1,7 +1,7 @@
 //! A scenario run for real: the operator's controllers (`splai_operator::run`, the code the
-//! `splai-operator` binary runs) against a real Kubernetes API server, one agent per simulated
-//! worker speaking the real protocol over TCP, jobs created as `SPLAIJob` objects at their
-//! arrival times, and faults applied to the agents at their times.
+//! `splai-operator` binary runs) against a real Kubernetes API server, one agent process per
+//! simulated worker speaking the real protocol over TCP (`crate::agents`), jobs created as
+//! `SPLAIJob` objects at their arrival times, and faults applied to the agents at their times.
 //!
 //! The agents run the simulator's worker model (`splai_sim::executor`): an attempt sleeps for as
 //! long as the scenario says (its duration, the worker's speed, a model load when the model is
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -26,19 +26,29 @@ use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{
     SPLAIJob, SPLAIJobSpec, SPLAIModelRoute, SPLAIModelRouteSpec, SPLAIPolicy, SPLAIPolicySpec,
 };
-use splai_protocol::{Agent, AgentHandle, TokioNet};
 use splai_scheduler::api::{ExecutionRecord, JobPhase, JobSpec, JobStatus, Outcome};
-use splai_sim::executor::{AgentFaults, SimExecutor, World, agent_config, lock};
+use splai_sim::calibrate::Admission;
 use splai_sim::record::Recorder;
 use splai_sim::scenario::{FaultKind, Scenario};
 use splai_sim::summary::Counters;
 use splai_sim::worker::{self, SimWorker};
 use splai_sim::workload::arrivals;
 use tokio::task::JoinHandle;
+
+use crate::agents::{self, AgentProcesses, AgentSetup};
 use tokio::time::Instant;
 
 /// The least time an agent of a real run waits for a heartbeat's answer before it reconnects.
 const AGENT_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// How long an agent of a real run waits for a heartbeat's answer, given what the scenario
+/// asks. The operator answers a heartbeat once the status writes before it are flushed, which
+/// takes real time that a time scale does not shrink: an agent that gave up after three scaled
+/// intervals would drop its link, and its attempts, whenever the API server is slow. Only
+/// partitions need a short limit, and a real run has none.
+pub fn agent_dead_after(scenario: Duration) -> Duration {
+    scenario.max(AGENT_DEAD_AFTER)
+}
 
 /// How a real run is made.
 #[derive(Clone, Debug)]
@@ -48,8 +58,11 @@ pub struct RealOptions {
     pub flush_interval: Duration,
     /// How long to wait past the scenario's horizon for the last jobs to end.
     pub grace: Duration,
-    /// Where the operator writes the execution records (a folder on this machine).
+    /// Where the operator writes the execution records (a folder on this machine); the agent
+    /// processes' files go here too.
     pub artifacts: PathBuf,
+    /// The `splai-fidelity-agent` program, run once per worker.
+    pub agent_program: PathBuf,
 }
 
 /// What a real run did, in the simulator's terms.
@@ -60,6 +73,9 @@ pub struct RealRun {
     pub jobs: Vec<(String, JobSpec, JobStatus)>,
     pub counters: Counters,
     pub wall_s: f64,
+    /// When each job was created and when the operator took it in (ms since the start), for
+    /// `splai-sim calibrate`.
+    pub admissions: Vec<Admission>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +108,15 @@ pub enum RealRunError {
     #[error("cannot create the records folder {}: {error}", path.display())]
     Artifacts {
         path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "cannot start the agent program {}: {error} (build it with `cargo build -p splai-fidelity`; \
+         it belongs beside splai-fidelity)",
+        program.display()
+    )]
+    AgentProcess {
+        program: PathBuf,
         error: std::io::Error,
     },
     #[error("the execution records of job {job} ({uri}): {reason}")]
@@ -161,7 +186,6 @@ pub async fn run_real(
     }
     let fleet = SimWorker::fleet(sc);
     let boots = worker::boot_times(sc, fleet.len(), &mut rng);
-    let by_name = worker::index(&fleet);
 
     splai_operator::crd::install(&client)
         .await
@@ -170,6 +194,12 @@ pub async fn run_real(
 
     std::fs::create_dir_all(&opts.artifacts).map_err(|error| RealRunError::Artifacts {
         path: opts.artifacts.clone(),
+        error,
+    })?;
+    let scenario_file = opts.artifacts.join("scenario.json");
+    let json = serde_json::to_vec(sc).expect("a scenario serializes");
+    std::fs::write(&scenario_file, json).map_err(|error| RealRunError::Artifacts {
+        path: scenario_file.clone(),
         error,
     })?;
     let endpoint = splai_testbed::free_endpoint();
@@ -185,47 +215,32 @@ pub async fn run_real(
     let mut operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
     wait_for_endpoint(&endpoint, &mut operator).await?;
 
-    let world = Arc::new(World {
+    // Time 0 of the run is a moment ahead, so every agent process is up by its boot time.
+    let lead = agents::lead_time(fleet.len());
+    let start = Instant::now() + lead;
+    let epoch_ms = splai_operator::run::now().millis() + lead.as_millis() as u64;
+    let setup = AgentSetup {
+        program: opts.agent_program.clone(),
+        scenario_file,
+        seed: opts.seed,
+        endpoint: endpoint.clone(),
         key_prefix: format!("{ns}/"),
-        ..World::new(sc, opts.seed, &arrivals)
-    });
-    let workers: Vec<Arc<Mutex<SimWorker>>> =
-        fleet.into_iter().map(|w| Arc::new(Mutex::new(w))).collect();
-    let interval = Duration::from_millis(sc.heartbeat_interval_ms.max(1));
-
-    // Time 0 of the run: the operator listens, no agent has booted, no job has arrived.
-    let start = Instant::now();
-    let epoch_ms = splai_operator::run::now().millis();
-    let mut handles: Vec<AgentHandle> = Vec::new();
-    let mut agents: Vec<JoinHandle<()>> = Vec::new();
-    for (i, w) in workers.iter().enumerate() {
-        let (name, caps) = {
-            let w = lock(w);
-            (w.name.clone(), w.caps.clone())
-        };
-        let mut config = agent_config(sc, &name, caps, interval, endpoint.clone());
-        // The operator answers a heartbeat once the status writes before it are flushed, which
-        // takes real time that a time scale does not shrink: an agent that gave up after three
-        // scaled intervals would drop its link, and its attempts, whenever the API server is
-        // slow. Only partitions need a short limit, and a real run has none.
-        config.dead_after = config.dead_after.max(AGENT_DEAD_AFTER);
-        let executor = SimExecutor {
-            world: Arc::clone(&world),
-            worker: Arc::clone(w),
-        };
-        let (agent, handle) = Agent::new(TokioNet, config, executor);
-        let boot = start + Duration::from_millis(boots[i]);
-        agents.push(tokio::spawn(async move {
-            tokio::time::sleep_until(boot).await;
-            agent.run().await;
-        }));
-        handles.push(handle);
-    }
+        epoch_unix_ms: epoch_ms,
+        cold_dir: opts.artifacts.clone(),
+    };
+    let names = fleet.iter().map(|w| w.name.clone()).collect();
+    let mut agents = match AgentProcesses::start(setup, names, &boots) {
+        Ok(agents) => agents,
+        Err(e) => {
+            operator.abort();
+            return Err(e);
+        }
+    };
+    tokio::time::sleep_until(start).await;
 
     let jobs_api: Api<SPLAIJob> = Api::namespaced(client.clone(), ns);
     let mut rec = Recorder::for_scenario(sc);
     let timeline = sc.fault_timeline();
-    let mut faults = AgentFaults::new(sc, &by_name, &handles, &workers, &world);
     let mut next_fault = 0;
     // Jobs are created on time by a task of their own, each create in flight on its own, so a
     // slow create or a slow poll never delays the next arrival.
@@ -241,7 +256,7 @@ pub async fn run_real(
     let horizon = start + Duration::from_secs(sc.horizon_seconds) + opts.grace;
     let mut ended: BTreeMap<String, SPLAIJob> = BTreeMap::new();
     let mut next_poll = start;
-    let result = loop {
+    let result = 'run: loop {
         let wake = timeline.get(next_fault).map_or(next_poll, |f| {
             next_poll.min(start + Duration::from_millis(f.0))
         });
@@ -268,7 +283,9 @@ pub async fn run_real(
         while let Some(&(at, i, on)) = timeline.get(next_fault)
             && start + Duration::from_millis(at) <= now
         {
-            faults.apply(i, on, at);
+            if let Err(e) = agents.apply(sc, i, on, at).await {
+                break 'run Err(e);
+            }
             next_fault += 1;
         }
         if now >= next_poll {
@@ -307,12 +324,7 @@ pub async fn run_real(
     // The jobs carry the operator's finalizer: delete them while the operator still runs, so
     // that nothing is left behind (a namespace deleted with them would hang in Terminating).
     remove_jobs(&jobs_api).await;
-    for h in &handles {
-        let _ = h.shutdown();
-    }
-    for a in agents {
-        a.abort();
-    }
+    agents.stop().await;
     operator.abort();
     for j in last? {
         ended
@@ -320,7 +332,7 @@ pub async fn run_real(
             .or_insert(j);
     }
     // Whether each attempt loaded its model, as the agents saw it.
-    for (key, cold) in lock(&world.cold).drain(..) {
+    for (key, cold) in agents.cold_loads() {
         rec.cold.insert(key, cold);
     }
     let horizon_ms = sc.horizon_seconds.saturating_mul(1000);
@@ -462,6 +474,7 @@ fn read_back(
     let mut jobs = Vec::new();
     let mut counters = Counters::default();
     let mut all: Vec<ExecutionRecord> = Vec::new();
+    let mut admissions = Vec::new();
     for a in arrivals {
         let Some(job) = ended.remove(&a.key) else {
             continue; // never created: the run stopped first
@@ -470,6 +483,16 @@ fn read_back(
         // The planner's expansion, as the core makes it: ids and resources of every task.
         let _ = splai_scheduler::plan::expand_into(&mut spec, sc.settings.limits.max_tasks_per_job);
         let stored = job.status.unwrap_or_default();
+        if let Some(row) = rec.jobs.get(&a.key) {
+            admissions.push(Admission {
+                job: a.key.clone(),
+                created_ms: row.submitted_ms,
+                admitted_ms: stored
+                    .job
+                    .submitted_at
+                    .map(|t| t.millis().saturating_sub(epoch_ms)),
+            });
+        }
         let mut recs = match &stored.records_uri {
             Some(uri) => records(&a.key, uri)?,
             None => Vec::new(),
@@ -535,5 +558,6 @@ fn read_back(
         jobs,
         counters,
         wall_s,
+        admissions,
     })
 }

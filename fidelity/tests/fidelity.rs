@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use splai_fidelity::report::Tolerances;
-use splai_fidelity::{Measured, Options, measure};
+use splai_fidelity::{DelaySource, Measured, Options, measure};
+use splai_scheduler::api::Outcome;
 use splai_sim::scenario::Scenario;
 use tokio::sync::Mutex;
 
@@ -32,6 +33,8 @@ async fn fidelity(file: &str) -> Measured {
         tolerances: Tolerances::default(),
         flush_interval: Duration::from_millis(100),
         artifacts: artifacts.path().to_owned(),
+        delays: DelaySource::Measured,
+        agent_program: env!("CARGO_BIN_EXE_splai-fidelity-agent").into(),
     };
     let m = measure(client, &ns, &sc, &opts).await.unwrap();
     eprintln!("{}", m.report.table());
@@ -62,6 +65,19 @@ fn sound(m: &Measured) {
     ] {
         assert!(metrics.contains(&name), "{name} missing from {metrics:?}");
     }
+    // The operator took in every job, and the simulator was given the delays measured.
+    assert_eq!(m.real.admissions.len() as u64, s.jobs_total);
+    assert!(
+        m.real
+            .admissions
+            .iter()
+            .all(|a| a.admitted_ms >= Some(a.created_ms))
+    );
+    assert_eq!(m.report.delays_from, "measured in the real run");
+    assert_eq!(
+        m.simulated.summary.jobs_total, s.jobs_total,
+        "the simulated run is the same scenario"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,6 +94,23 @@ async fn a_rack_that_crashes_mid_run_loses_its_attempts_and_the_real_operator_re
     let m = fidelity("scenarios/worker-crash.yaml").await;
     sound(&m);
     assert!(m.real_summary.retries > 0, "{:#?}", m.real_summary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_with_sigstop_past_lost_after_loses_its_attempts_and_nothing_is_committed_twice()
+ {
+    let m = fidelity("scenarios/worker-freeze.yaml").await;
+    // `sound` holds duplicate completions to 0: the reports the agent sent when it was
+    // continued (SIGCONT) were fenced off by attempt number.
+    sound(&m);
+    let lost = m
+        .real
+        .rec
+        .attempts
+        .iter()
+        .filter(|a| a.worker == "rack-b-2" && a.outcome == Outcome::WorkerLost)
+        .count();
+    assert!(lost > 0, "{:#?}", m.real_summary);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +145,29 @@ async fn the_cli_runs_against_a_clusters_kubeconfig_writes_its_report_and_leaves
         "real/summary.json",
         "real/tasks.csv",
         "real/jobs.csv",
+        "real/admissions.csv",
     ] {
         assert!(out.path().join(f).is_file(), "{f} was not written");
     }
+    // What `splai-sim calibrate` reads: an admission for every job, a round trip per start.
+    let measured = splai_sim::calibrate::read_run(&out.path().join("real")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("real/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        measured.admissions_ms.len() as u64,
+        summary["jobs_total"].as_u64().unwrap()
+    );
+    let fitted = splai_sim::calibrate::fit(&[measured]).unwrap();
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("fidelity.json")).unwrap()).unwrap();
     assert_eq!(report["scenario"], "heartbeat-loss");
+    // Fitted from the run itself, the simulator's delays are what calibration finds.
+    assert_eq!(report["delays_from"], "measured in the real run");
+    assert_eq!(
+        report["delays"]["submitLatencyMs"],
+        fitted.delays.submit_latency_ms
+    );
     assert_eq!(report["pass"], run.status.success());
     // The namespace it made holds no job (their finalizers were let go) and is being deleted.
     let ns = stderr
