@@ -320,6 +320,23 @@ fn pearson(x: &[f64], y: &[f64]) -> f64 {
     }
 }
 
+fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass {
+        "within tolerance"
+    } else {
+        "OUT OF TOLERANCE"
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -366,26 +383,13 @@ impl Report {
             "the simulator was given networkLatencyMs {} and submitLatencyMs {} (real ms), {}",
             self.delays.network_latency_ms, self.delays.submit_latency_ms, self.delays_from
         );
-        let _ = writeln!(
-            s,
-            "fidelity: {}",
-            if self.pass {
-                "within tolerance"
-            } else {
-                "OUT OF TOLERANCE"
-            }
-        );
+        let _ = writeln!(s, "fidelity: {}", verdict(self.pass));
         s
     }
 
     /// One CSV row per metric.
     pub fn csv(&self) -> Result<String, csv::Error> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        for r in &self.rows {
-            w.serialize(r)?;
-        }
-        let bytes = w.into_inner().map_err(|e| e.into_error())?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        csv_of(&self.rows)
     }
 }
 
@@ -501,26 +505,13 @@ impl SeedsReport {
                 .collect();
             let _ = writeln!(s, "seeds out of tolerance on their own: {}", out.join(","));
         }
-        let _ = writeln!(
-            s,
-            "fidelity over seeds: {}",
-            if self.pass {
-                "within tolerance"
-            } else {
-                "OUT OF TOLERANCE"
-            }
-        );
+        let _ = writeln!(s, "fidelity over seeds: {}", verdict(self.pass));
         s
     }
 
     /// One CSV row per metric.
     pub fn csv(&self) -> Result<String, csv::Error> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        for r in &self.rows {
-            w.serialize(r)?;
-        }
-        let bytes = w.into_inner().map_err(|e| e.into_error())?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        csv_of(&self.rows)
     }
 }
 
