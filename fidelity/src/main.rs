@@ -16,6 +16,7 @@ use splai_fidelity::report::{Tolerances, over_seeds};
 use splai_fidelity::{DelaySource, Measured, Options, measure};
 use splai_sim::SeedRange;
 use splai_sim::calibrate::Delays;
+use splai_sim::plot;
 use splai_sim::scenario::Scenario;
 
 /// Run a scenario in the simulator and for real (the operator, agents and a Kubernetes API
@@ -200,7 +201,10 @@ fn write_outputs(dir: &Path, m: &Measured) -> Result<()> {
     write(
         dir,
         "jct_cdf.svg",
-        splai_sim::output::jct_cdf_svg(&[("simulated", &simulated.recorder), ("real", &real.rec)]),
+        plot::jct_cdf_svg(&[
+            ("simulated", plot::completed_jcts_s(&simulated.recorder)),
+            ("real", plot::completed_jcts_s(&real.rec)),
+        ])?,
     )
 }
 

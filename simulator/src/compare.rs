@@ -14,6 +14,8 @@ use crate::{Engine, Run};
 /// Mean metrics per policy.
 pub struct Table {
     pub rows: Vec<(Strategy, Vec<Summary>)>,
+    /// Each policy's completed jobs' JCTs over every seed, in seconds, sorted (for the plot).
+    pub jcts: Vec<Vec<f64>>,
 }
 
 /// Every metric of the CSV, by its `summary.json` name (`Summary::metric`); each cell is the
@@ -117,6 +119,17 @@ impl Table {
     }
 
     /// Every column, one row per policy: the means over the seeds.
+    /// Every policy's JCT CDF over all its seeds, one line each.
+    pub fn plot(&self) -> Result<String, crate::plot::PlotError> {
+        let sets: Vec<(&str, Vec<f64>)> = self
+            .rows
+            .iter()
+            .zip(&self.jcts)
+            .map(|((p, _), j)| (p.name(), j.clone()))
+            .collect();
+        crate::plot::jct_cdf_svg(&sets)
+    }
+
     pub fn csv(&self) -> String {
         let mut out = format!("policy,{}\n", COLUMNS.join(","));
         for (p, runs) in &self.rows {
@@ -144,25 +157,31 @@ pub fn compare(
     engine: Engine,
 ) -> Result<Table> {
     let mut rows = Vec::new();
+    let mut all_jcts = Vec::new();
     for &p in policies {
         let mut runs = Vec::new();
+        let mut jcts = Vec::new();
         for seed in seeds.clone() {
-            runs.push(
-                Run {
-                    scenario: sc,
-                    seed,
-                    strategy: p,
-                    engine,
-                    check_invariants: false,
-                    explain: None,
-                }
-                .execute()?
-                .summary,
-            );
+            let run = Run {
+                scenario: sc,
+                seed,
+                strategy: p,
+                engine,
+                check_invariants: false,
+                explain: None,
+            }
+            .execute()?;
+            jcts.extend(crate::plot::completed_jcts_s(&run.recorder));
+            runs.push(run.summary);
         }
+        jcts.sort_by(f64::total_cmp);
         rows.push((p, runs));
+        all_jcts.push(jcts);
     }
-    Ok(Table { rows })
+    Ok(Table {
+        rows,
+        jcts: all_jcts,
+    })
 }
 
 pub struct SweepReport {

@@ -15,6 +15,7 @@ pub mod des;
 pub mod executor;
 pub mod import;
 pub mod output;
+pub mod plot;
 mod progress;
 pub mod record;
 pub mod regress;

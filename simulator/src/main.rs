@@ -92,6 +92,9 @@ enum Command {
         /// Also write the table, with every column, as CSV here.
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
+        /// Also write every policy's JCT CDF (all seeds' completed jobs) as one SVG plot here.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
     /// Run many seeds in parallel, checking invariants after every step; exits non-zero and
     /// prints the command that reproduces the first failure.
@@ -371,10 +374,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seeds,
             engine,
             csv,
+            plot,
         } => {
             let sc = load(&scenario)?;
             let table = splai_sim::compare::compare(&sc, &policies, seeds.range(), engine)?;
             out!("{}", table.render());
+            if let Some(path) = plot {
+                std::fs::write(&path, table.plot()?)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
             if let Some(path) = csv {
                 std::fs::write(&path, table.csv())
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;

@@ -137,6 +137,7 @@ fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_k
 {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("compare.csv");
+    let plot = dir.path().join("compare.svg");
     let o = splai_sim(&[
         "compare",
         "scenarios/quickstart.yaml",
@@ -144,6 +145,8 @@ fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_k
         "1-2",
         "--csv",
         csv.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = stdout(&o);
@@ -159,6 +162,15 @@ fn compare_fits_in_100_columns_and_shows_counts_as_whole_numbers_while_the_csv_k
             .unwrap_or_else(|| panic!("no row for {}: {table}", p.name()));
         // Every quickstart job ends under every policy.
         assert_eq!(row.split_whitespace().last(), Some("120"), "{table}");
+    }
+    // The plot overlays every policy's JCT CDF, each named in its legend.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for p in splai_scheduler::Strategy::ALL {
+        assert!(
+            svg.contains(&format!(">\n{}\n<", p.name())),
+            "{} not in the legend",
+            p.name()
+        );
     }
     let header = std::fs::read_to_string(&csv).unwrap();
     let columns = header.lines().next().unwrap();
