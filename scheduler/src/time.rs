@@ -33,89 +33,33 @@ impl Timestamp {
         self.0.saturating_sub(earlier.0)
     }
 
-    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or a `+00:00` offset).
+    /// Parses an RFC 3339 time with any offset (`2026-01-02T03:04:05Z`,
+    /// `2026-01-02T05:04:05.5+02:00`), as the instant it names; sub-millisecond digits are
+    /// dropped, and times before 1970 are refused.
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not an RFC 3339 UTC time such as 2026-01-02T03:04:05Z");
-        let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-            return Err(bad());
-        }
-        if b[13] != b':' || b[16] != b':' {
-            return Err(bad());
-        }
-        let num = |r: std::ops::Range<usize>| -> Result<u64, String> {
-            s.get(r).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad)
+        let bad = |why: String| {
+            format!("`{s}` is not an RFC 3339 time such as 2026-01-02T03:04:05Z: {why}")
         };
-        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-            return Err(bad());
-        }
-        let mut rest = &s[19..];
-        let mut ms = 0u64;
-        if let Some(frac) = rest.strip_prefix('.') {
-            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(bad());
-            }
-            let kept = &frac[..digits.min(3)];
-            ms = kept.parse::<u64>().map_err(|_| bad())? * 10u64.pow(3 - kept.len() as u32);
-            rest = &frac[digits..];
-        }
-        if !matches!(rest, "Z" | "z" | "+00:00" | "-00:00") {
-            return Err(bad());
-        }
-        let days = days_from_civil(y as i64, mo as u32, d as u32);
-        if days < 0 {
-            return Err(bad());
-        }
-        Ok(Timestamp(
-            (days as u64 * 86_400 + h * 3600 + mi * 60 + sec) * 1000 + ms,
-        ))
+        let t: jiff::Timestamp = s.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+        u64::try_from(t.as_millisecond())
+            .map(Timestamp)
+            .map_err(|_| bad("it is before 1970".into()))
     }
 }
 
 impl fmt::Display for Timestamp {
+    /// UTC with `Z`, and milliseconds only when there are some, as Kubernetes writes times.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0 / 1000;
-        let ms = self.0 % 1000;
-        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        write!(
-            f,
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )?;
-        if ms != 0 {
-            write!(f, ".{ms:03}")?;
-        }
-        f.write_str("Z")
+        // Past jiff's last instant (9999-12-31) a time prints as that instant.
+        let ms = i64::try_from(self.0).unwrap_or(i64::MAX);
+        let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
+        let format = if self.0.is_multiple_of(1000) {
+            "%Y-%m-%dT%H:%M:%SZ"
+        } else {
+            "%Y-%m-%dT%H:%M:%S%.3fZ"
+        };
+        write!(f, "{}", t.strftime(format))
     }
-}
-
-// Howard Hinnant's days-from-civil algorithm (public domain), proleptic Gregorian calendar.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 impl Serialize for Timestamp {
@@ -179,5 +123,20 @@ mod tests {
             let err = Timestamp::parse_rfc3339(s).unwrap_err();
             assert!(err.contains("RFC 3339"), "{err}");
         }
+        let err = Timestamp::parse_rfc3339("1969-12-31T23:59:59Z").unwrap_err();
+        assert!(err.contains("before 1970"), "{err}");
+    }
+
+    #[test]
+    fn a_time_with_any_offset_parses_as_the_instant_it_names() {
+        let utc = Timestamp::parse_rfc3339("2026-01-02T03:04:05.250Z").unwrap();
+        for s in [
+            "2026-01-02T05:04:05.250+02:00",
+            "2026-01-01T22:34:05.25-04:30",
+            "2026-01-02T03:04:05.250999Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(s), Ok(utc), "{s}");
+        }
+        assert_eq!(utc.to_string(), "2026-01-02T03:04:05.250Z");
     }
 }
