@@ -7,11 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
+use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use splai_scheduler::Heartbeat;
 use splai_scheduler::api::{AttemptRef, Capabilities, Utilization};
+use splai_scheduler::hash::FnvHasher;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
@@ -114,18 +116,14 @@ impl Backoff {
             .initial
             .saturating_mul(2u32.saturating_pow(failures.min(31)));
         let base = u64::try_from(doubled.min(self.max).as_millis()).unwrap_or(u64::MAX);
-        let spread = fnv1a(worker.as_bytes(), failures) % 1024;
+        let spread = {
+            let mut h = FnvHasher::default();
+            h.write(worker.as_bytes());
+            h.write(&failures.to_le_bytes());
+            h.finish()
+        } % 1024;
         Duration::from_millis(base - base.saturating_mul(spread) / 4096)
     }
-}
-
-fn fnv1a(bytes: &[u8], salt: u32) -> u64 {
-    bytes
-        .iter()
-        .chain(&salt.to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
 }
 
 /// What the agent is doing, for probes and simulators.

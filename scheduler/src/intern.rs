@@ -86,19 +86,7 @@ impl BitSet {
     }
 }
 
-/// A stable 64-bit hash (FNV-1a), for seeds and ids that must not change between runs or builds.
-pub(crate) fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub(crate) use crate::hash::stable_hash;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ pub mod dag;
 mod engine;
 pub mod event;
 mod fleet;
+pub mod hash;
 mod health;
 mod inspect;
 mod intern;

@@ -1,9 +1,11 @@
 //! The metrics of a run, as `summary.json` holds them. docs/metrics in the README defines each.
 
 use std::collections::BTreeMap;
+use std::hash::Hasher as _;
 
 use serde::{Deserialize, Serialize};
 use splai_scheduler::api::{JobPhase, JobSpec, JobStatus, TaskPhase};
+use splai_scheduler::hash::FnvHasher;
 use splai_scheduler::{Scheduler, Strategy};
 
 use crate::record::{JobRow, Recorder};
@@ -117,13 +119,6 @@ fn jain(xs: impl Iterator<Item = f64>) -> f64 {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h ^= u64::from(b);
-        *h = h.wrapping_mul(0x0100_0000_01b3);
-    }
 }
 
 /// What each task of one job did, gathered from its attempt records while the job runs.
@@ -256,7 +251,7 @@ impl Tally {
                 self.deadline_met += 1;
             }
         }
-        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut digest = FnvHasher::default();
         for (i, (t, ts)) in spec.tasks.iter().zip(&st.tasks).enumerate() {
             let d = durations[i] as f64;
             self.cpu_work += f64::from(t.resources.cpu_millis) * d;
@@ -290,9 +285,9 @@ impl Tally {
                 ts.worker.as_deref().unwrap_or("-"),
                 ts.finished_at
             );
-            fnv(&mut digest, line.as_bytes());
+            digest.write(line.as_bytes());
         }
-        self.digests.push((key.to_owned(), digest));
+        self.digests.push((key.to_owned(), digest.finish()));
     }
 }
 
@@ -393,10 +388,10 @@ pub fn summarize_jobs<'a>(
     let makespan_ms = (t.last_end_ms as f64 - first_arrival).max(0.0);
     t.jcts.sort_by(f64::total_cmp);
     t.digests.sort();
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = FnvHasher::default();
     for (key, d) in &t.digests {
-        fnv(&mut digest, key.as_bytes());
-        fnv(&mut digest, &d.to_le_bytes());
+        h.write(key.as_bytes());
+        h.write(&d.to_le_bytes());
     }
     let jcts = &t.jcts;
     let mean = |sum: f64, n: usize| if n == 0 { 0.0 } else { round(sum / n as f64) };
@@ -450,7 +445,7 @@ pub fn summarize_jobs<'a>(
         decisions: counters.decisions,
         invariant_violations: rec.violations.len() as u64,
         wall_s: round(wall_s),
-        output_digest: format!("{digest:016x}"),
+        output_digest: format!("{:016x}", h.finish()),
     }
 }
 

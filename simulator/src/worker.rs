@@ -292,21 +292,13 @@ pub fn sample_every_ms(sc: &Scenario) -> u64 {
 
 /// The generator for every draw about one attempt.
 fn attempt_rng(seed: u64, worker: &str, job: &str, task: &str, attempt: u32) -> ChaCha8Rng {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let parts: [&[u8]; 5] = [
+    let h = splai_scheduler::hash::stable_hash(&[
         &seed.to_le_bytes(),
         worker.as_bytes(),
         job.as_bytes(),
         task.as_bytes(),
         &attempt.to_le_bytes(),
-    ];
-    for part in parts {
-        // A separator that no UTF-8 string contains keeps ("ab", "c") apart from ("a", "bc").
-        for &b in part.iter().chain(&[0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    ]);
     ChaCha8Rng::seed_from_u64(h)
 }
 
