@@ -1,8 +1,6 @@
 //! The core's effects, carried into the driver's state: messages for agents, what each job and
 //! worker now has to write, and the metrics and spans that follow them.
 
-use std::time::Instant;
-
 use splai_protocol::{ControlMessage, TaskAssignment};
 use splai_scheduler::Effect;
 use splai_scheduler::api::{ExecutionRecord, Health, JobPhase};
@@ -58,19 +56,14 @@ fn attempt_span(r: &ExecutionRecord) {
 }
 
 impl Driver {
-    pub(super) fn apply(&mut self, effects: Vec<Effect>, started: Option<Instant>) {
+    pub(super) fn apply(&mut self, effects: Vec<Effect>) {
         let assigned = effects
             .iter()
             .filter(|e| matches!(e, Effect::Assign(_)))
-            .count();
-        if assigned > 0
-            && let Some(started) = started
-        {
-            let per = started.elapsed().as_secs_f64() / assigned as f64;
-            for _ in 0..assigned {
-                self.metrics.decision_seconds.observe(per);
-            }
-            self.metrics.assignments.inc_by(assigned as u64);
+            .count() as u64;
+        if assigned > 0 {
+            self.assigned += assigned;
+            self.metrics.assignments.inc_by(assigned);
         }
         for effect in effects {
             if let Some((worker, message)) = ControlMessage::from_effect(&effect) {

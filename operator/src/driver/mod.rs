@@ -1,10 +1,12 @@
-//! The operator's driver of the core: synchronous, with no I/O.
+//! The operator's driver of the core: synchronous, with no I/O and no clock.
 //!
 //! It turns watch events and agent messages into the core's events, and the core's effects into
 //! messages for agents and into [`Flush`]es: batches of writes (job statuses, planned specs,
 //! finalizers, worker statuses, execution records, Kubernetes Events) that [`crate::flush`]
 //! carries out. Agents' heartbeats are answered only once a flush that includes them succeeded,
-//! so a report the operator loses in a crash is sent again by its agent.
+//! so a report the operator loses in a crash is sent again by its agent. Time comes in as the
+//! `now` of each call, as it comes to the core; [`crate::run`] times each call for the
+//! decision-latency metric.
 //!
 //! This module holds the driver and its inputs; the rest is split by what it owns:
 //! - [`effects`]: the core's effects, carried into messages, pending writes, metrics and spans;
@@ -24,7 +26,6 @@ mod test_support;
 mod workers;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use splai_protocol::{ControlMessage, Inbound};
 use splai_scheduler::{Event, Scheduler, Timestamp};
@@ -82,6 +83,8 @@ pub struct Driver {
     workers: Workers,
     /// Heartbeats to answer, by worker and connection, once the writes they caused are stored.
     acks: Vec<(String, u64)>,
+    /// Tasks assigned since [`Driver::take_assigned`] last counted them.
+    assigned: u64,
     /// Messages for agents, to send now.
     pub outbox: Vec<(Arc<str>, ControlMessage)>,
 }
@@ -94,6 +97,12 @@ impl Driver {
     /// When the core next needs time to pass.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.core.next_wakeup()
+    }
+
+    /// How many tasks were assigned since the last call: the caller, which keeps the clock,
+    /// times the calls that assigned them.
+    pub fn take_assigned(&mut self) -> u64 {
+        std::mem::take(&mut self.assigned)
     }
 
     pub fn input(&mut self, input: Input, now: Timestamp) {
@@ -178,9 +187,8 @@ impl Driver {
     }
 
     fn handle(&mut self, event: Event, now: Timestamp) {
-        let started = Instant::now();
         let effects = self.core.handle(event, now);
-        self.apply(effects, Some(started));
+        self.apply(effects);
     }
 
     fn job_applied(&mut self, job: SPLAIJob, now: Timestamp) {

@@ -131,6 +131,7 @@ impl Driver {
             jobs: restored,
             workers,
             acks: Vec::new(),
+            assigned: 0,
             outbox: Vec::new(),
         };
         for key in d.jobs.keys() {
@@ -148,7 +149,7 @@ impl Driver {
                 .get_or_create(&[("phase", phase_label(p))])
                 .inc();
         }
-        d.apply(effects, None);
+        d.apply(effects);
         for job in ended.into_iter().chain(fresh) {
             d.input(Input::JobApplied(Box::new(job)), now);
         }
