@@ -153,7 +153,9 @@ async fn lead(
         worker_namespace: config.worker_namespace.clone(),
         worker_refresh_ms: u64::try_from(config.worker_refresh.as_millis()).unwrap_or(u64::MAX),
     };
+    let started = std::time::Instant::now();
     let mut driver = Driver::rebuild(cfg, config.settings.clone(), metrics.clone(), listed, now());
+    metrics.decided(started.elapsed(), driver.take_assigned());
     tracing::info!(jobs = restored, "rebuilt the scheduler from the API");
 
     let server_config = ServerConfig {
@@ -211,7 +213,7 @@ async fn lead(
         reporter,
         client,
         artifacts,
-        metrics,
+        metrics: metrics.clone(),
     };
     let (flush_tx, mut flush_rx) = mpsc::channel(1);
     let (done_tx, mut done_rx) = mpsc::channel(1);
@@ -239,17 +241,18 @@ async fn lead(
             biased;
             Some(done) = done_rx.recv() => {
                 flushing = false;
-                for (worker, connection) in driver.flushed(done, now()) {
+                let acks = timed(&mut driver, &metrics, |d| d.flushed(done, now()));
+                for (worker, connection) in acks {
                     if let Err(e) = control.ack(&worker, connection) {
                         tracing::debug!(%worker, error = %e, "answering a heartbeat failed");
                     }
                 }
             }
             input = inputs.recv() => match input {
-                Some(input) => driver.input(input, now()),
+                Some(input) => timed(&mut driver, &metrics, |d| d.input(input, now())),
                 None => anyhow::bail!("every watch and the agent endpoint stopped"),
             },
-            () = sleep_until(wake) => driver.tick(now()),
+            () = sleep_until(wake) => timed(&mut driver, &metrics, |d| d.tick(now())),
             _ = flush_tick.tick(), if !flushing => {
                 if let Some(flush) = driver.take_flush(now()) {
                     flushing = true;
@@ -268,6 +271,14 @@ async fn lead(
             }
         }
     }
+}
+
+/// One call into the driver, timed for the decision-latency metric: the driver reads no clock.
+fn timed<T>(driver: &mut Driver, metrics: &Metrics, call: impl FnOnce(&mut Driver) -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = call(driver);
+    metrics.decided(started.elapsed(), driver.take_assigned());
+    out
 }
 
 /// Feeds one resource's watch into the driver's inputs.

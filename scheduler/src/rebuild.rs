@@ -2,7 +2,8 @@
 //!
 //! The operator keeps no state of its own. After a restart it lists the four resources and calls
 //! [`Scheduler::rebuild`]; attempts in flight keep their workers and attempt numbers, so reports
-//! that arrive afterwards are fenced exactly as before the restart.
+//! that arrive afterwards are fenced exactly as before the restart. Workers that were alive come
+//! back Stale until their agents are heard from again ([`WorkerRecord::restored`]).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -50,6 +51,22 @@ pub struct WorkerRecord {
     pub status: WorkerStatus,
 }
 
+impl WorkerRecord {
+    /// The worker as a rebuilt core holds it. Every worker that was alive gets a full window to
+    /// reconnect to the new control plane, rather than being judged on a heartbeat the old one
+    /// heard a while ago. Until its agent heartbeats to the new one it is Stale: nobody there has
+    /// heard from it, and an assignment sent now would go nowhere (its agent may be reconnecting,
+    /// or gone with the old incarnation) and cost the task a retry. Its first heartbeat makes it
+    /// Healthy; silence makes it Lost after `lost_after_ms`, as for any Stale worker.
+    pub fn restored(mut self, now: Timestamp) -> Self {
+        if matches!(self.status.health, Health::Healthy | Health::Stale) {
+            self.status.last_heartbeat = Some(now);
+            self.status.health = Health::Stale;
+        }
+        self
+    }
+}
+
 impl Scheduler {
     /// The whole state, as specs and statuses.
     pub fn snapshot(&self) -> Snapshot {
@@ -81,7 +98,9 @@ impl Scheduler {
     }
 
     /// Rebuilds the state from resources, as after an operator restart, and returns the effects
-    /// of catching up to `now` (timers that fell due while nobody was watching).
+    /// of catching up to `now` (timers that fell due while nobody was watching). Workers that
+    /// were alive are Stale until they heartbeat ([`WorkerRecord::restored`]), so nothing is
+    /// placed on them before.
     pub fn rebuild(
         settings: Settings,
         strategy: Strategy,
@@ -93,6 +112,7 @@ impl Scheduler {
         s.policies = input.policies;
         s.routes = input.routes;
         for w in input.workers {
+            let w = w.restored(now);
             s.restore_worker(&w.name, w.spec.capabilities, &w.status);
         }
         let mut jobs = input.jobs;

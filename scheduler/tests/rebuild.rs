@@ -2,7 +2,9 @@ mod common;
 
 use common::*;
 use splai_scheduler::api::*;
-use splai_scheduler::{Effect, Event, Ignored, Scheduler, Settings, Snapshot, Strategy, Timestamp};
+use splai_scheduler::{
+    Effect, Event, Heartbeat, Ignored, Scheduler, Settings, Snapshot, Strategy, Timestamp,
+};
 
 /// A fleet and a mix of jobs caught mid-flight: running, retrying, waiting, queued for quota.
 fn busy() -> Sim {
@@ -68,8 +70,53 @@ fn a_rebuilt_scheduler_has_the_same_state_as_the_one_it_replaces() {
         out.iter().all(|e| !matches!(e, Effect::Assign(_))),
         "nothing new is placed by a rebuild: {out:?}"
     );
-    assert_eq!(again.snapshot(), before);
+    // The same state, but that no agent has been heard from since the rebuild.
+    let now = Timestamp(sim.now);
+    let expected = Snapshot {
+        workers: before
+            .workers
+            .iter()
+            .cloned()
+            .map(|w| w.restored(now))
+            .collect(),
+        ..before
+    };
+    assert_eq!(again.snapshot(), expected);
     again.check_invariants().unwrap();
+}
+
+#[test]
+fn a_rebuilt_core_places_nothing_on_a_worker_until_its_agent_heartbeats_again() {
+    let mut sim = Sim::new();
+    sim.worker("w1", caps(2000, 4096));
+    sim.worker("w2", caps(2000, 4096));
+    sim.heartbeat("w1", &[]);
+    sim.advance(1_000);
+    let (s, _) = rebuilt(&sim);
+    sim.s = s;
+    for w in ["w1", "w2"] {
+        let status = sim.s.worker_status(w).unwrap();
+        assert_eq!(status.health, Health::Stale, "{w}");
+        assert_eq!(status.last_heartbeat, Some(Timestamp(sim.now)), "{w}");
+    }
+    let out = sim.submit("j", JobBuilder::new("acme").chain(1).build());
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Assign(_))),
+        "placed before any agent was heard from: {out:?}"
+    );
+    let out = sim.heartbeat("w2", &[]);
+    assert_eq!(sim.s.worker_status("w2").unwrap().health, Health::Healthy);
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Assign(a) if &*a.worker == "w2")),
+        "the heartbeat makes w2 placeable again: {out:?}"
+    );
+    // The silent one is lost a whole `lost_after_ms` after the rebuild, not before.
+    let lost_after = sim.s.settings().lost_after_ms;
+    sim.advance(lost_after - 1);
+    assert_eq!(sim.s.worker_status("w1").unwrap().health, Health::Stale);
+    sim.advance(1);
+    assert_eq!(sim.s.worker_status("w1").unwrap().health, Health::Lost);
 }
 
 #[test]
@@ -117,6 +164,9 @@ fn a_rebuilt_scheduler_makes_the_same_decisions_as_the_original() {
     let mut restarted = busy();
     restarted.s = rebuilt(&restarted).0;
     for sim in [&mut original, &mut restarted] {
+        // The agents reach the restarted core first; the original has heard from them all along.
+        sim.heartbeat("w1", &["m"]);
+        sim.heartbeat("w2", &[]);
         sim.advance(1_000);
         sim.heartbeat("w1", &["m"]);
         sim.heartbeat("w2", &[]);
@@ -157,13 +207,24 @@ fn rebuild_without_slows_worker(retries: u32) -> (Scheduler, String) {
         .unwrap()
         .retry
         .limit = retries;
-    let (s, _) = Scheduler::rebuild(
+    let (mut s, _) = Scheduler::rebuild(
         Settings::default(),
         Strategy::Splai,
         7,
         snap,
         Timestamp(sim.now),
     );
+    // The agents that are left reconnect.
+    for w in s.snapshot().workers {
+        let heartbeat = Heartbeat {
+            worker: w.name,
+            incarnation: w.status.incarnation,
+            warm_models: w.status.warm_models,
+            running: w.status.running_tasks,
+            ..Heartbeat::default()
+        };
+        s.handle(Event::Heartbeat(heartbeat), Timestamp(sim.now));
+    }
     s.check_invariants().unwrap();
     (s, gone)
 }
