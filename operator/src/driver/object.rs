@@ -1,6 +1,8 @@
 //! What the driver reads off a `SPLAIJob` object: its key and artifact folder, whether an
 //! operator saw it before, whether it holds the finalizer, and its trace ID.
 
+use splai_scheduler::hash::fnv1a;
+
 use crate::artifacts::JobDir;
 use crate::resources::SPLAIJob;
 
@@ -67,14 +69,12 @@ pub fn trace_id_of(job: &SPLAIJob) -> String {
     } else {
         // An object without a proper uid (never from a real API server): a stable stand-in.
         let (key, _) = key_and_dir(job);
-        format!("{:016x}{:016x}", fnv(&key), fnv(&format!("{key}/trace")))
+        format!(
+            "{:016x}{:016x}",
+            fnv1a(key.as_bytes()),
+            fnv1a(format!("{key}/trace").as_bytes())
+        )
     }
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
