@@ -71,6 +71,21 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver on free loopback ports and waits until `/readyz` says ok.
     pub fn start() -> Result<ControlPlane> {
+        // A port is found free, then bound by etcd or kube-apiserver a moment later, and another
+        // process (a test starting its own plane) can take it in between: such a clash is
+        // retried on new ports.
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start_on_free_ports() {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_on_free_ports() -> Result<ControlPlane> {
         let bin = binaries::bin_dir()?;
         let work = work_dir()?;
         let certs = certs::write(&work)?;
