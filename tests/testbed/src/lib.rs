@@ -19,13 +19,15 @@
 mod binaries;
 mod certs;
 mod node;
+mod relay;
 
 pub use node::Node;
+pub use relay::Relay;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -45,7 +47,15 @@ etcd=(); while [ "$1" != "--" ]; do etcd+=("$1"); shift; done; shift
 "${etcd[@]}" >"$work/etcd.log" 2>&1 </dev/null & e=$!
 "$@" >"$work/apiserver.log" 2>&1 </dev/null & a=$!
 echo "$e $a"
-read -r _ || true
+# Each line from the harness is a command; the pipe's end stops everything.
+while read -r cmd; do
+  case "$cmd" in
+    restart-apiserver)
+      kill -9 "$a" 2>/dev/null; wait "$a" 2>/dev/null
+      "$@" >>"$work/apiserver.log" 2>&1 </dev/null & a=$!
+      echo "$e $a";;
+  esac
+done
 # kube-apiserver first: without etcd its shutdown can take minutes.
 kill -9 "$a" 2>/dev/null; wait "$a" 2>/dev/null
 kill -9 "$e" 2>/dev/null; wait "$e" 2>/dev/null
@@ -62,6 +72,8 @@ pub fn bin_dir() -> Result<PathBuf> {
 pub struct ControlPlane {
     supervisor: Child,
     stdin: Option<ChildStdin>,
+    /// Where the supervisor prints the process ids, at start and after each restart.
+    stdout: BufReader<ChildStdout>,
     kubeconfig: PathBuf,
     server: String,
     work: PathBuf,
@@ -143,16 +155,12 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{secure}");
         let kubeconfig = work.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &certs))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let pids: Vec<u32> = line
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("supervisor printed {line:?} instead of two pids"))?;
+        let mut stdout = BufReader::new(stdout);
+        let pids = read_pids(&mut stdout)?;
         let plane = ControlPlane {
             supervisor,
             stdin,
+            stdout,
             kubeconfig,
             server,
             work: work.clone(),
@@ -165,6 +173,33 @@ impl ControlPlane {
             return Err(e.context(logs));
         }
         Ok(plane)
+    }
+
+    /// Kills kube-apiserver (SIGKILL) and starts it again on the same port and etcd, then waits
+    /// until it is ready. Its watch cache starts empty, so a watch that was open before cannot
+    /// be resumed: its client has to list again, as after a real control-plane restart.
+    pub fn restart_apiserver(&mut self) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("the supervisor's pipe is closed")?;
+        writeln!(stdin, "restart-apiserver")?;
+        stdin.flush()?;
+        self.pids = read_pids(&mut self.stdout)?;
+        self.wait_ready()
+            .map_err(|e| e.context(tail(&self.work.join("apiserver.log"))))
+    }
+
+    /// A new admin client that reaches the API server at `server` (such as a [`Relay`]'s
+    /// address) instead of its own port.
+    pub async fn client_at(&self, server: &str) -> Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let mut config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        config.cluster_url = server
+            .parse()
+            .with_context(|| format!("{server} as a URL"))?;
+        Ok(Client::try_from(config)?)
     }
 
     /// The kubeconfig of the `system:masters` admin, for `kubectl --kubeconfig`.
@@ -285,6 +320,15 @@ pub async fn namespace(prefix: &str) -> Result<(Client, String)> {
         .await
         .with_context(|| format!("creating namespace {name}"))?;
     Ok((client, name))
+}
+
+fn read_pids(stdout: &mut BufReader<ChildStdout>) -> Result<Vec<u32>> {
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    line.split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("supervisor printed {line:?} instead of two pids"))
 }
 
 fn http_get(path: &str) -> http::Request<Vec<u8>> {
