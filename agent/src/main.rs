@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use splai_protocol::{Agent, AgentConfig, TokioNet};
+use splai_protocol::{Agent, AgentConfig, CredentialSource, TokioNet};
 use splai_scheduler::api::Capabilities;
 use splai_worker::executor::{ArtifactStore, WorkerExecutor};
 use splai_worker::inference::{Client, InferenceConfig};
@@ -25,6 +25,11 @@ struct Args {
         default_value = "splai-operator.splai-system:7400"
     )]
     control_plane: String,
+    /// The token that proves to the operator which node this agent runs on: a projected
+    /// service-account token with audience `splai-operator`, read again at each connection
+    /// (the kubelet renews it). Without it the operator must run with `--agent-auth none`.
+    #[arg(long, env = "SPLAI_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// Capabilities as YAML (cpuMillis, memoryMib, gpus, gpuModel, models, tools, locality,
     /// classifications, speedFactor); the flags below override its fields.
     #[arg(long)]
@@ -119,6 +124,29 @@ fn node_capacity() -> (u32, u32) {
     )
 }
 
+/// Logs each change of the link to the operator: connected, or lost and why (a refusal names
+/// what was wrong with the agent's token).
+async fn log_link(mut status: tokio::sync::watch::Receiver<splai_protocol::AgentStatus>) {
+    let (mut connected, mut error) = (false, None);
+    while status.changed().await.is_ok() {
+        let now = status.borrow_and_update().clone();
+        if now.connected != connected {
+            connected = now.connected;
+            if connected {
+                tracing::info!("connected to the operator");
+            }
+        }
+        let latest = now.last_error.as_ref().map(|e| e.to_string());
+        if latest.is_some() && latest != error {
+            tracing::warn!(
+                error = latest.as_deref().unwrap_or_default(),
+                "lost the link to the operator; reconnecting"
+            );
+        }
+        error = latest;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -184,10 +212,12 @@ async fn main() -> anyhow::Result<()> {
         incarnation,
         heartbeat_interval: Duration::from_secs(args.heartbeat_seconds.max(1)),
         dead_after: Duration::from_secs(args.heartbeat_seconds.max(1) * 3),
+        credential: args.token_file.clone().map(CredentialSource::File),
         ..AgentConfig::new(&args.name, &args.control_plane, caps)
     };
     tracing::info!(worker = %args.name, control_plane = %args.control_plane, "starting");
     let (agent, handle) = Agent::new(TokioNet, config, executor);
+    tokio::spawn(log_link(handle.watch()));
     let running = tokio::spawn(agent.run());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -98,6 +98,9 @@ async fn one_jobs_spans_from_gateway_operator_and_agent_share_its_trace_id() {
                 "otlp-operator",
                 "--agent-listen",
                 &agent_endpoint,
+                // Agents on loopback, with no service-account token.
+                "--agent-auth",
+                "none",
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--webhook-listen",

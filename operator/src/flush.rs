@@ -47,6 +47,12 @@ fn is_not_found(e: &WriteError) -> bool {
     matches!(e, WriteError::Api(kube::Error::Api(s)) if s.code == 404)
 }
 
+/// The API server refused the write for what it says (400 Bad Request, 422 Invalid, such as an
+/// admission policy's denial): the same write would be refused again.
+fn is_refused(e: &WriteError) -> bool {
+    matches!(e, WriteError::Api(kube::Error::Api(s)) if matches!(s.code, 400 | 422))
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -86,12 +92,28 @@ impl Flusher {
             }
         }
         for (w, result) in workers {
-            if let Err(e) = result {
-                tracing::warn!(worker = %w.name, error = %e, "writing a worker failed; retrying");
-                done.failed_workers.push(w);
+            match result {
+                Ok(()) => {}
+                // A worker's status is written again at its next change: a refused one is not
+                // sent again and again, and a deleted worker's watch event removes it.
+                Err(e) if is_refused(&e) || is_not_found(&e) => {
+                    tracing::error!(worker = %w.name, error = %e, "the API server refused a worker's status; not retried");
+                    self.count_refused("worker");
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %w.name, error = %e, "writing a worker failed; retrying");
+                    done.failed_workers.push(w);
+                }
             }
         }
         done
+    }
+
+    fn count_refused(&self, controller: &'static str) {
+        self.metrics
+            .writes_refused
+            .get_or_create(&[("controller", controller)])
+            .inc();
     }
 
     fn count(&self, kind: &'static str) {

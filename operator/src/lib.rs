@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_auth;
 pub mod artifacts;
 mod condition;
 pub mod crd;
@@ -27,6 +28,7 @@ pub mod run;
 mod schema;
 pub mod tls;
 pub mod view;
+pub mod watch;
 pub mod webhook;
 pub mod webhook_cert;
 

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub reconciles: Family<Label, Counter>,
     /// Writes that failed and will be tried again, by controller.
     pub reconcile_errors: Family<Label, Counter>,
+    /// Writes the API server refused (400, 422, or 404 for a deleted worker) and that are not
+    /// tried again, by controller.
+    pub writes_refused: Family<Label, Counter>,
     /// Wall time of each call into the driver that assigned at least one task (the core's
     /// decisions and the driver's bookkeeping of them), per assignment; see [`Metrics::decided`].
     pub decision_seconds: Histogram,
@@ -37,8 +40,19 @@ pub struct Metrics {
     pub api_writes: Family<Label, Counter>,
     /// Jobs this operator tracks, by phase; ended jobs count until deleted.
     pub jobs: Family<Label, Gauge>,
-    /// Registered workers, by health.
+    /// Registered workers, by health; set at each flush.
     pub workers: Family<Label, Gauge>,
+    /// Policies and model routes the core enforces.
+    pub policies: Gauge,
+    pub routes: Gauge,
+    /// Lists each watch completed, by controller: one at start, then one per re-list (after
+    /// the watch expired or the API server restarted).
+    pub watch_lists: Family<Label, Counter>,
+    /// Objects found gone by a watch's list, by controller: deleted while the watch was
+    /// broken, so no delete event was ever seen.
+    pub gone_at_list: Family<Label, Counter>,
+    /// Agents whose registration was refused, by reason (`agent_auth::Refusal::label`).
+    pub agents_refused: Family<Label, Counter>,
     /// 1 while this replica holds the lease.
     pub leader: Gauge,
 }
@@ -50,6 +64,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
+            writes_refused: Family::default(),
             decision_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             assignments: Counter::default(),
             queue_depth: Gauge::default(),
@@ -59,6 +74,11 @@ impl Default for Metrics {
             api_writes: Family::default(),
             jobs: Family::default(),
             workers: Family::default(),
+            policies: Gauge::default(),
+            routes: Gauge::default(),
+            watch_lists: Family::default(),
+            gone_at_list: Family::default(),
+            agents_refused: Family::default(),
             leader: Gauge::default(),
         };
         registry.register(
@@ -70,6 +90,11 @@ impl Default for Metrics {
             "reconcile_errors",
             "Failed writes that are retried, by controller",
             m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "writes_refused",
+            "Writes the API server refused, not retried, by controller",
+            m.writes_refused.clone(),
         );
         registry.register(
             "scheduling_decision_seconds",
@@ -108,6 +133,23 @@ impl Default for Metrics {
         );
         registry.register("jobs", "Jobs by phase", m.jobs.clone());
         registry.register("workers", "Registered workers by health", m.workers.clone());
+        registry.register("policies", "Policies in force", m.policies.clone());
+        registry.register("model_routes", "Model routes in force", m.routes.clone());
+        registry.register(
+            "watch_lists",
+            "Lists completed by each watch, the first and every re-list",
+            m.watch_lists.clone(),
+        );
+        registry.register(
+            "watch_gone_at_list",
+            "Objects a watch's list found deleted without a delete event",
+            m.gone_at_list.clone(),
+        );
+        registry.register(
+            "agents_refused",
+            "Agent registrations refused, by reason",
+            m.agents_refused.clone(),
+        );
         registry.register(
             "leader",
             "1 while this replica holds the leader lease",
@@ -145,6 +187,43 @@ impl Metrics {
     /// How many cancels went to agents for `reason`, for tests.
     pub fn cancels(&self, reason: &'static str) -> u64 {
         self.cancels.get_or_create(&[("reason", reason)]).get()
+    }
+
+    /// Agents refused for `reason`, for tests.
+    pub fn refused_agents(&self, reason: &'static str) -> u64 {
+        self.agents_refused
+            .get_or_create(&[("reason", reason)])
+            .get()
+    }
+
+    /// Writes of `controller` the API server refused, for tests.
+    pub fn refused(&self, controller: &'static str) -> u64 {
+        self.writes_refused
+            .get_or_create(&[("controller", controller)])
+            .get()
+    }
+
+    /// Failed writes of `controller` that are retried, for tests.
+    pub fn retried(&self, controller: &'static str) -> u64 {
+        self.reconcile_errors
+            .get_or_create(&[("controller", controller)])
+            .get()
+    }
+
+    /// Objects of `controller`'s kind a list found gone, for tests.
+    pub fn gone_at_list(&self, controller: &'static str) -> u64 {
+        self.gone_at_list
+            .get_or_create(&[("controller", controller)])
+            .get()
+    }
+
+    /// Registered workers of every health (the labels of `driver::effects::health_label`),
+    /// for tests.
+    pub fn workers_registered(&self) -> i64 {
+        ["Unknown", "Healthy", "Stale", "Lost"]
+            .iter()
+            .map(|&h| self.workers.get_or_create(&[("health", h)]).get())
+            .sum()
     }
 
     /// The value of a counter family member, for tests and benchmarks.

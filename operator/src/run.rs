@@ -6,29 +6,27 @@
 //! A standby neither watches nor listens for agents; agents that dial it are refused and try the
 //! next endpoint.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
-use splai_protocol::{AckMode, Inbound, Server, ServerConfig, TokioNet};
+use splai_protocol::{AckMode, Authenticate, Inbound, Server, ServerConfig, TokioNet};
 use splai_scheduler::{Settings, Timestamp};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
+use crate::agent_auth::TokenReviewer;
 use crate::artifacts::Artifacts;
 use crate::driver::{Driver, DriverConfig, Input, Listed};
 use crate::flush::Flusher;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy, SPLAIWorker};
+use crate::watch::{Feed, Index, trim};
 
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
@@ -46,6 +44,9 @@ pub struct OperatorConfig {
     /// Rewrite a heartbeating worker's status at least this often.
     pub worker_refresh: Duration,
     pub settings: Settings,
+    /// The service account (`system:serviceaccount:NS:NAME`) whose node-bound tokens agents
+    /// must register with; `None` accepts any agent that can reach `agent_listen`.
+    pub agent_account: Option<String>,
 }
 
 impl OperatorConfig {
@@ -67,6 +68,7 @@ impl OperatorConfig {
             flush_interval: Duration::from_millis(50),
             worker_refresh: Duration::from_secs(30),
             settings: Settings::default(),
+            agent_account: None,
         }
     }
 }
@@ -97,7 +99,8 @@ pub async fn run(
     result
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// An API of `namespace`, or of every namespace when `None`.
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -148,6 +151,7 @@ async fn lead(
         listed.records.insert(key, records);
     }
     listed.jobs = jobs;
+    let feeds = Feeds::seeded(&listed);
     let restored = listed.jobs.len();
     let cfg = DriverConfig {
         worker_namespace: config.worker_namespace.clone(),
@@ -158,8 +162,17 @@ async fn lead(
     metrics.decided(started.elapsed(), driver.take_assigned());
     tracing::info!(jobs = restored, "rebuilt the scheduler from the API");
 
+    let authenticate = config.agent_account.clone().map(|account| {
+        let reviewer = TokenReviewer {
+            client: client.clone(),
+            account,
+            metrics: metrics.clone(),
+        };
+        Arc::new(reviewer) as Arc<dyn Authenticate>
+    });
     let server_config = ServerConfig {
         ack: AckMode::ByDriver,
+        authenticate,
         ..ServerConfig::default()
     };
     let server = Server::bind(TokioNet, &config.agent_listen, server_config)
@@ -180,30 +193,14 @@ async fn lead(
             }
         }
     });
-    tasks.spawn(watch(
-        jobs_api,
-        tx.clone(),
-        Input::JobApplied,
-        Input::JobDeleted,
-    ));
-    tasks.spawn(watch(
-        workers_api,
-        tx.clone(),
-        Input::WorkerApplied,
-        Input::WorkerDeleted,
-    ));
-    tasks.spawn(watch(
-        policies_api,
-        tx.clone(),
-        Input::PolicyApplied,
-        Input::PolicyDeleted,
-    ));
-    tasks.spawn(watch(
-        routes_api,
-        tx,
-        Input::RouteApplied,
-        Input::RouteDeleted,
-    ));
+    tasks.spawn(feeds.jobs.run(jobs_api, tx.clone(), metrics.clone()));
+    tasks.spawn(feeds.workers.run(workers_api, tx.clone(), metrics.clone()));
+    tasks.spawn(
+        feeds
+            .policies
+            .run(policies_api, tx.clone(), metrics.clone()),
+    );
+    tasks.spawn(feeds.routes.run(routes_api, tx, metrics.clone()));
 
     let reporter = Reporter {
         controller: crate::flush::MANAGER.into(),
@@ -281,31 +278,41 @@ fn timed<T>(driver: &mut Driver, metrics: &Metrics, call: impl FnOnce(&mut Drive
     out
 }
 
-/// Feeds one resource's watch into the driver's inputs.
-async fn watch<K>(
-    api: Api<K>,
-    tx: mpsc::Sender<Input>,
-    applied: fn(Box<K>) -> Input,
-    deleted: fn(Box<K>) -> Input,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    {
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            let input = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => applied(Box::new(o)),
-                Ok(watcher::Event::Delete(o)) => deleted(Box::new(o)),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed; retrying");
-                    continue;
-                }
-            };
-            if tx.send(input).await.is_err() {
-                return;
-            }
+/// The four watches, each with an index that starts from what the leader listed.
+struct Feeds {
+    jobs: Feed<SPLAIJob>,
+    workers: Feed<SPLAIWorker>,
+    policies: Feed<SPLAIPolicy>,
+    routes: Feed<SPLAIModelRoute>,
+}
+
+impl Feeds {
+    fn seeded(listed: &Listed) -> Feeds {
+        Feeds {
+            jobs: Feed {
+                kind: "job",
+                index: Index::new(trim::job, &listed.jobs),
+                applied: Input::JobApplied,
+                deleted: Input::JobDeleted,
+            },
+            workers: Feed {
+                kind: "worker",
+                index: Index::new(trim::worker, &listed.workers),
+                applied: Input::WorkerApplied,
+                deleted: Input::WorkerDeleted,
+            },
+            policies: Feed {
+                kind: "policy",
+                index: Index::new(trim::policy, &listed.policies),
+                applied: Input::PolicyApplied,
+                deleted: Input::PolicyDeleted,
+            },
+            routes: Feed {
+                kind: "route",
+                index: Index::new(trim::route, &listed.routes),
+                applied: Input::RouteApplied,
+                deleted: Input::RouteDeleted,
+            },
         }
     }
 }

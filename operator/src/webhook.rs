@@ -10,19 +10,27 @@
 //! - `POST /validate/splaimodelroute`: malformed endpoints, taken priorities, a second default.
 //!   Unknown backends never reach it: the CRD's schema refuses them.
 //!
-//! It reads policies and routes from the API at each request, so every replica can serve it,
-//! leader or not. Register it with `failurePolicy: Fail`: when it is down, nothing is admitted.
+//! Every replica serves it, leader or not. Each keeps policies and routes in kube's
+//! `reflector` stores, fed by its own watches (a re-list replaces a store whole, so a deleted
+//! policy never lingers), and reads them at each request instead of listing. Jobs are listed,
+//! and only to answer a job under a policy with `maxRunningJobs`: a standby does not keep every
+//! job in memory for that one warning. Register it with `failurePolicy: Fail`: when it is
+//! down, nothing is admitted.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
+use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use splai_scheduler::Settings;
 use splai_scheduler::admission;
 use splai_scheduler::api::{ModelRouteSpec, PolicySpec};
@@ -36,10 +44,15 @@ pub use crate::tls::server_config as tls_config;
 
 use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy};
 
+/// How long a request waits for the stores' first list before it is refused.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Validator {
-    pub client: Client,
-    pub settings: Settings,
+    client: Client,
+    settings: Settings,
+    policies: Store<SPLAIPolicy>,
+    routes: Store<SPLAIModelRoute>,
 }
 
 /// Serves the webhook over TLS until the process ends.
@@ -94,6 +107,17 @@ fn typed<K: serde::de::DeserializeOwned>(
 }
 
 impl Validator {
+    /// Starts watching policies and routes in `namespace` (every namespace when `None`) and
+    /// gives the validator that reads them. The watches run as long as the runtime does.
+    pub fn start(client: Client, settings: Settings, namespace: Option<&str>) -> Validator {
+        Validator {
+            policies: reflect(crate::run::scoped::<SPLAIPolicy>(&client, namespace)),
+            routes: reflect(crate::run::scoped::<SPLAIModelRoute>(&client, namespace)),
+            client,
+            settings,
+        }
+    }
+
     /// The tenant's admitted jobs that have not ended, in `ns`.
     async fn running_jobs(&self, ns: &str, tenant: &str) -> Result<usize, String> {
         let api: Api<SPLAIJob> = Api::namespaced(self.client.clone(), ns);
@@ -110,39 +134,68 @@ impl Validator {
             .count())
     }
 
-    /// The specs of one kind of resource in `ns`, by name.
+    /// The specs of one kind of resource in `ns`, by name, from its store.
     async fn specs<K, S>(
-        &self,
+        store: &Store<K>,
         ns: &str,
         what: &str,
-        spec: fn(K) -> S,
+        spec: fn(&K) -> S,
     ) -> Result<BTreeMap<String, S>, String>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
     {
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("the webhook could not read the namespace's {what}: {e}"))?;
-        Ok(list
-            .items
-            .into_iter()
+        match tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(format!(
+                    "the webhook has not read the {what} from the API yet; try again shortly"
+                ));
+            }
+        }
+        Ok(store
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(ns))
             .filter_map(|o| Some((o.meta().name.clone()?, spec(o))))
             .collect())
     }
 
     async fn policies(&self, ns: &str) -> Result<BTreeMap<String, PolicySpec>, String> {
-        self.specs(ns, "policies", |p: SPLAIPolicy| p.spec.0).await
+        Self::specs(&self.policies, ns, "policies", |p: &SPLAIPolicy| {
+            p.spec.0.clone()
+        })
+        .await
     }
 
     async fn routes(&self, ns: &str) -> Result<BTreeMap<String, ModelRouteSpec>, String> {
-        self.specs(ns, "model routes", |r: SPLAIModelRoute| r.spec.0)
-            .await
+        Self::specs(&self.routes, ns, "model routes", |r: &SPLAIModelRoute| {
+            r.spec.0.clone()
+        })
+        .await
     }
+}
+
+/// A store of one resource, kept by a watch that runs on its own task.
+fn reflect<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(stream.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(kind = %K::kind(&()), error = %e, "the webhook's watch failed; retrying");
+        }
+    }));
+    store
 }
 
 async fn job(

@@ -5,13 +5,16 @@
 //! certificates from one CA: the first replica to start makes the CA and a serving certificate for
 //! the webhook Service's DNS names and stores them in a Secret of the system namespace; every
 //! other replica, and every restart, reads that Secret. Each one then writes the CA into the
-//! `caBundle` of the webhooks that call that Service, which changes nothing once one has done it.
+//! `caBundle` of the webhooks that call that Service, which changes nothing once one has done it,
+//! and keeps it there: a configuration applied again later, its `caBundle` empty, gets the CA
+//! back within a moment ([`SelfSigned::keep_injected`]).
 //!
 //! With cert-manager, mount its Secret into `--webhook-cert-dir` instead: files found there win,
 //! and nothing here runs (nor needs the Secret and webhook-configuration permissions).
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
@@ -19,6 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::tz::TimeZone;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -218,6 +222,30 @@ impl SelfSigned {
             cert_pem: field(CERT_KEY)?,
             key_pem: field(PRIVATE_KEY)?,
         })
+    }
+
+    /// Keeps `ca_pem` in the `caBundle`: writes it again each time the configuration changes
+    /// (a `kubectl apply` of the manifests resets it to what the file holds, empty), for as
+    /// long as the process runs. The configuration is watched by name, so the operator needs
+    /// list and watch of that one name only.
+    pub async fn keep_injected(self, client: Client, ca_pem: String) {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let by_name =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.configuration));
+        let changes = watcher(api, by_name).default_backoff().applied_objects();
+        let mut changes = std::pin::pin!(changes);
+        while let Some(change) = changes.next().await {
+            let result = match change {
+                Ok(_) => self.inject(&client, &ca_pem).await.map(|_| ()),
+                Err(e) => {
+                    tracing::warn!(configuration = %self.configuration, error = %e, "watching the webhook configuration failed; retrying");
+                    continue;
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "keeping the webhook CA in caBundle failed; trying again at the next change");
+            }
+        }
     }
 
     /// Writes `ca_pem` into the `caBundle` of each webhook that calls the Service. `Ok(false)`

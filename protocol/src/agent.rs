@@ -21,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 
 use crate::error::{Error, Result};
 use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
-use crate::messages::{AgentMessage, ControlMessage, TaskAssignment};
+use crate::messages::{AgentMessage, ControlMessage, Credential, TaskAssignment};
 use crate::net::Network;
 
 /// Runs attempts. Cancellation drops the future, so an executor frees what it holds on drop (a
@@ -72,6 +72,32 @@ pub struct AgentConfig {
     pub write_timeout: Duration,
     pub backoff: Backoff,
     pub max_frame: usize,
+    /// What the agent proves its name with, read again for each connection.
+    pub credential: Option<CredentialSource>,
+}
+
+/// Where an agent's credential comes from.
+#[derive(Clone, Debug)]
+pub enum CredentialSource {
+    /// A file read at each connection, such as a projected service-account token, which the
+    /// kubelet replaces before it expires.
+    File(std::path::PathBuf),
+    /// A fixed credential, for tests and simulations.
+    Fixed(Credential),
+}
+
+impl CredentialSource {
+    fn read(&self) -> Result<Credential> {
+        match self {
+            CredentialSource::File(path) => std::fs::read_to_string(path)
+                .map(|t| Credential(t.trim().to_owned()))
+                .map_err(|e| Error::Credential {
+                    path: path.clone(),
+                    source: e,
+                }),
+            CredentialSource::Fixed(c) => Ok(c.clone()),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -95,6 +121,7 @@ impl AgentConfig {
                 max: Duration::from_secs(30),
             },
             max_frame: DEFAULT_MAX_FRAME,
+            credential: None,
         }
     }
 }
@@ -357,10 +384,15 @@ impl<N: Network, E: Executor> Agent<N, E> {
     }
 
     async fn serve(&mut self, link: &mut Link<N::Stream>) -> Result<Stop> {
+        let credential = match &self.config.credential {
+            None => None,
+            Some(source) => Some(source.read()?),
+        };
         let register = AgentMessage::Register {
             worker: self.config.worker.clone(),
             capabilities: self.config.capabilities.clone(),
             incarnation: self.incarnation,
+            credential,
         };
         link.ask(&register).await?;
         for pending in &mut self.unconfirmed {
@@ -441,6 +473,12 @@ impl<N: Network, E: Executor> Agent<N, E> {
         message: ControlMessage,
     ) -> Result<()> {
         match message {
+            ControlMessage::Refused { reason } => {
+                return Err(Error::Refused {
+                    worker: self.config.worker.clone(),
+                    reason,
+                });
+            }
             ControlMessage::Ack => {
                 link.unanswered.pop_front();
                 link.answered += 1;

@@ -57,6 +57,16 @@ pub enum Error {
 
     #[error("the agent has stopped; its handle can no longer reach it")]
     AgentStopped,
+
+    #[error("reading the agent's credential from {}: {source}", path.display())]
+    Credential {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The control plane did not accept the agent's credential for the worker it claimed.
+    #[error("the control plane refused worker `{worker}`: {reason}")]
+    Refused { worker: String, reason: String },
 }
 
 impl Error {
@@ -76,6 +86,8 @@ impl Error {
             Error::NotConnected { .. } => "notConnected",
             Error::OutboxFull { .. } => "outboxFull",
             Error::AgentStopped => "agentStopped",
+            Error::Refused { .. } => "refused",
+            Error::Credential { .. } => "credential",
         }
     }
 }

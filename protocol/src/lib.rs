@@ -36,13 +36,17 @@ pub mod messages;
 pub mod net;
 pub mod server;
 
-pub use agent::{Agent, AgentConfig, AgentHandle, AgentStatus, Backoff, Executor, Load, Outcome};
+pub use agent::{
+    Agent, AgentConfig, AgentHandle, AgentStatus, Backoff, CredentialSource, Executor, Load,
+    Outcome,
+};
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME, FrameReader, FrameWriter};
 pub use messages::{
-    AgentMessage, CancelReason, ControlMessage, Envelope, PROTOCOL_VERSION, TaskAssignment,
+    AgentMessage, CancelReason, ControlMessage, Credential, Envelope, PROTOCOL_VERSION,
+    TaskAssignment,
 };
 #[cfg(feature = "turmoil")]
 pub use net::TurmoilNet;
 pub use net::{Network, TokioNet};
-pub use server::{AckMode, ControlHandle, Inbound, Server, ServerConfig};
+pub use server::{AckMode, Authenticate, ControlHandle, Inbound, Server, ServerConfig};

@@ -39,11 +39,14 @@ impl<M> Envelope<M> {
 )]
 pub enum AgentMessage {
     /// Opens every connection. A new `incarnation` tells the core the agent restarted and lost
-    /// whatever it was running; a reconnect keeps the old one.
+    /// whatever it was running; a reconnect keeps the old one. `credential` proves the agent may
+    /// speak for `worker`, when the control plane asks for one (see `server::Authenticate`).
     Register {
         worker: String,
         capabilities: Capabilities,
         incarnation: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<Credential>,
     },
     Heartbeat(Heartbeat),
     Started {
@@ -94,6 +97,7 @@ impl From<AgentMessage> for Event {
                 worker,
                 capabilities,
                 incarnation,
+                credential: _,
             } => Event::WorkerRegistered {
                 name: worker,
                 capabilities,
@@ -125,6 +129,18 @@ impl From<AgentMessage> for Event {
     }
 }
 
+/// A bearer credential, such as a service-account token. Its `Debug` shows no secret, so a
+/// logged message leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential(<{} bytes>)", self.0.len())
+    }
+}
+
 /// Control plane to agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -144,6 +160,11 @@ pub enum ControlMessage {
     /// Answers each `register` and `heartbeat`, in order. An agent whose heartbeats go
     /// unanswered reconnects, and a report is known delivered once a later heartbeat is answered.
     Ack,
+    /// The answer to a `register` whose credential does not let the agent speak for its worker;
+    /// the connection closes after it.
+    Refused {
+        reason: String,
+    },
 }
 
 impl ControlMessage {
@@ -297,7 +318,9 @@ mod tests {
             worker: "w2".into(),
             capabilities: Capabilities::default(),
             incarnation: 7,
+            credential: Some(Credential("secret-token".into())),
         };
+        assert!(!format!("{register:?}").contains("secret-token"));
         assert_eq!(register.worker(), "w2");
         assert_eq!(
             Event::from(register),

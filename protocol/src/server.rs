@@ -5,7 +5,9 @@
 //! worker's name; what the messages mean is the core's business.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +33,20 @@ pub struct ServerConfig {
     pub outbox_capacity: usize,
     /// Who answers `register` and `heartbeat`.
     pub ack: AckMode,
+    /// Checks each registration's credential; `None` accepts every agent (a trusted network:
+    /// the simulator, a laptop).
+    pub authenticate: Option<Arc<dyn Authenticate>>,
+}
+
+/// Decides whether a registration's credential lets its agent speak for the worker it names.
+/// Checked once per connection: every later message on it must name the same worker.
+pub trait Authenticate: std::fmt::Debug + Send + Sync + 'static {
+    /// `Err` holds the reason, which the agent is told (it must not echo the credential).
+    fn authenticate<'a>(
+        &'a self,
+        worker: &'a str,
+        credential: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>>;
 }
 
 /// When an agent's `register` and `heartbeat` are answered. An answer tells the agent that its
@@ -55,6 +71,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             outbox_capacity: 1024,
             ack: AckMode::OnReceipt,
+            authenticate: None,
         }
     }
 }
@@ -275,6 +292,25 @@ impl Connection {
             return Err(Error::NotRegistered { got: first.kind() });
         }
         let worker = first.worker().to_owned();
+        if let Some(auth) = &self.config.authenticate {
+            let credential = match &first {
+                AgentMessage::Register { credential, .. } => credential.as_ref(),
+                _ => None,
+            };
+            let checked = auth
+                .authenticate(&worker, credential.map(|c| c.0.as_str()))
+                .await;
+            if let Err(reason) = checked {
+                let refused = ControlMessage::Refused {
+                    reason: reason.clone(),
+                };
+                // Told why, when the agent still listens; the connection closes either way.
+                let _ = writer
+                    .send_within(&refused, self.config.write_timeout)
+                    .await;
+                return Err(Error::Refused { worker, reason });
+            }
+        }
         let (outbox_tx, mut outbox) = mpsc::channel(self.config.outbox_capacity.max(1));
         // Attach before the driver sees the registration, so that it can assign at once.
         self.handle.attach(&worker, self.id, outbox_tx);

@@ -250,6 +250,20 @@ impl Scheduler {
         self.jobs_by_age().map(|j| j.key.to_string()).collect()
     }
 
+    /// The health of each registered worker, in registration order.
+    pub fn worker_healths(&self) -> impl Iterator<Item = crate::api::Health> + '_ {
+        self.fleet
+            .workers
+            .iter()
+            .filter(|w| w.registered)
+            .map(|w| w.health)
+    }
+
+    /// How many policies and model routes are in force.
+    pub fn policies_and_routes(&self) -> (usize, usize) {
+        (self.policies.len(), self.routes.len())
+    }
+
     /// Names of the registered workers, in registration order.
     pub fn worker_names(&self) -> Vec<String> {
         self.fleet

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let tls = if args.plain_http {
         tracing::warn!("serving plain HTTP: put a TLS-terminating proxy in front of it");
         None
-    } else if let Some(config) = tls::from_dir(&args.tls_cert_dir)? {
+    } else if let Some(config) = tls::from_dir(&args.tls_cert_dir, tls::RELOAD_EVERY)? {
         tracing::info!(dir = %args.tls_cert_dir.display(), "serving HTTPS with the mounted certificate");
         Some(config)
     } else {

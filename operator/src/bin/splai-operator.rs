@@ -11,8 +11,8 @@ use clap::Parser;
 use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run, serve_metrics};
-use splai_operator::webhook;
 use splai_operator::webhook_cert::SelfSigned;
+use splai_operator::{tls, webhook};
 use splai_scheduler::Settings;
 
 #[derive(Parser, Debug)]
@@ -38,6 +38,14 @@ struct Args {
     /// Where worker agents connect.
     #[arg(long, default_value = "0.0.0.0:7400")]
     agent_listen: String,
+    /// How agents prove which worker they are: `token` (their pod's service-account token,
+    /// projected with audience `splai-operator`, reviewed by the API server and bound to the
+    /// node it names) or `none` (any agent that reaches --agent-listen is trusted: a laptop).
+    #[arg(long, value_enum, default_value_t = AgentAuth::Token)]
+    agent_auth: AgentAuth,
+    /// The service account of the worker agents, in --system-namespace.
+    #[arg(long, default_value = "splai-worker")]
+    agent_service_account: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: String,
@@ -81,6 +89,12 @@ struct Args {
     log_json: bool,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum AgentAuth {
+    Token,
+    None,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -99,7 +113,18 @@ async fn main() -> anyhow::Result<()> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "splai-operator".into());
         format!("{host}-{}", std::process::id())
     });
+    let agent_account = match args.agent_auth {
+        AgentAuth::Token => Some(format!(
+            "system:serviceaccount:{}:{}",
+            args.system_namespace, args.agent_service_account
+        )),
+        AgentAuth::None => {
+            tracing::warn!("--agent-auth none: any agent that reaches --agent-listen is trusted");
+            None
+        }
+    };
     let config = OperatorConfig {
+        agent_account,
         namespace: args.namespace,
         worker_namespace: args.system_namespace.clone(),
         agent_listen: args.agent_listen,
@@ -123,13 +148,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening for /metrics on {}", args.metrics_listen))?;
     tokio::spawn(serve_metrics(listener, metrics.clone()));
-    let (cert, key) = (
-        args.webhook_cert_dir.join("tls.crt"),
-        args.webhook_cert_dir.join("tls.key"),
-    );
-    let pem = match (std::fs::read(&cert), std::fs::read(&key)) {
-        (Ok(cert), Ok(key)) => Some((cert, key)),
-        _ => match args.webhook_self_signed_secret {
+    // Mounted files (cert-manager's Secret) are read again when they are renewed; a
+    // self-signed certificate lives in a Secret, and its CA is kept in the caBundle.
+    let tls = match tls::from_dir(&args.webhook_cert_dir, tls::RELOAD_EVERY)? {
+        Some(tls) => Some(tls),
+        None => match args.webhook_self_signed_secret {
             Some(secret) => {
                 let self_signed = SelfSigned {
                     namespace: config.lease.namespace.clone(),
@@ -141,21 +164,27 @@ async fn main() -> anyhow::Result<()> {
                     .ensure(&client)
                     .await
                     .context("setting up the webhook's self-signed certificate")?;
-                Some((issued.cert_pem.into_bytes(), issued.key_pem.into_bytes()))
+                tokio::spawn(
+                    self_signed
+                        .clone()
+                        .keep_injected(client.clone(), issued.ca_pem.clone()),
+                );
+                Some(tls::server_config(
+                    issued.cert_pem.as_bytes(),
+                    issued.key_pem.as_bytes(),
+                )?)
             }
             None => None,
         },
     };
-    match pem {
-        Some((cert, key)) => {
-            let tls = webhook::tls_config(&cert, &key)?;
+    match tls {
+        Some(tls) => {
             let listener = tokio::net::TcpListener::bind(&args.webhook_listen)
                 .await
                 .with_context(|| format!("listening for the webhook on {}", args.webhook_listen))?;
-            let validator = webhook::Validator {
-                client: client.clone(),
-                settings: config.settings.clone(),
-            };
+            // Jobs in every namespace are judged, by the policies of their own namespace.
+            let validator =
+                webhook::Validator::start(client.clone(), config.settings.clone(), None);
             tokio::spawn(webhook::serve(listener, tls, validator));
         }
         None => tracing::warn!(

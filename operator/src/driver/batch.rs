@@ -49,13 +49,15 @@ impl Driver {
         (!flush.is_empty()).then_some(flush)
     }
 
+    /// Sets the gauges of the fleet by health, and of the policies and routes in force.
     fn count_workers(&self) {
         let mut by_health = [0i64; 4];
-        for name in self.core.worker_names() {
-            if let Some(h) = self.core.worker_health(&name) {
-                by_health[h as usize] += 1;
-            }
+        for h in self.core.worker_healths() {
+            by_health[h as usize] += 1;
         }
+        let (policies, routes) = self.core.policies_and_routes();
+        self.metrics.policies.set(policies as i64);
+        self.metrics.routes.set(routes as i64);
         for h in [
             Health::Unknown,
             Health::Healthy,
@@ -70,10 +72,12 @@ impl Driver {
     }
 
     /// Settles a flush: failed writes are queued again, ended jobs whose last writes landed are
-    /// dropped from memory, and the answers to send are returned (none if anything failed, so
-    /// that no agent forgets a report the API does not hold yet).
+    /// dropped from memory, and the answers to send are returned (none if a job's write failed,
+    /// so that no agent forgets a report the API does not hold yet). Agents' reports live in
+    /// jobs' writes; a worker's status is derived from the core and written again at its next
+    /// change, so its failure holds back no answer.
     pub fn flushed(&mut self, done: Flushed, now: Timestamp) -> Vec<(String, u64)> {
-        let failed = !done.failed_jobs.is_empty() || !done.failed_workers.is_empty();
+        let failed = !done.failed_jobs.is_empty();
         for key in done.gone_jobs {
             if self.core.job_phase(&key).is_some() {
                 self.handle(Event::JobForgotten { key: key.clone() }, now);

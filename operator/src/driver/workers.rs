@@ -215,4 +215,30 @@ mod tests {
         let status = due.workers[0].status.as_ref().expect("a status write");
         assert_eq!(status.worker.last_heartbeat, Some(Timestamp(7_000)));
     }
+
+    #[test]
+    fn a_failed_worker_write_is_retried_but_holds_back_no_answer() {
+        let mut d = crate::driver::test_support::driver();
+        let registered = Event::WorkerRegistered {
+            name: "w1".into(),
+            capabilities: Capabilities {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+                ..Capabilities::default()
+            },
+            incarnation: 1,
+        };
+        from_agent(&mut d, registered, 2_000);
+        crate::driver::test_support::heartbeat(&mut d, 4);
+        let flush = d.take_flush(Timestamp(2_000)).expect("the new worker");
+        let done = Flushed {
+            failed_workers: flush.workers.clone(),
+            acks: flush.acks.clone(),
+            ..Flushed::default()
+        };
+        assert_eq!(d.flushed(done, Timestamp(2_000)), [("w1".to_owned(), 4)]);
+        let again = d.take_flush(Timestamp(2_100)).expect("the worker again");
+        assert!(again.workers[0].create.is_some());
+        assert!(again.workers[0].status.is_some());
+    }
 }

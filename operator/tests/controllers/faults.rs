@@ -197,3 +197,116 @@ async fn heartbeats_are_folded_into_worker_status_in_batches_not_one_write_each(
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_status_the_api_server_refuses_is_not_retried_and_holds_back_no_answer() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+    use splai_operator::SPLAIWorker;
+
+    let mut h = Harness::new("refused-status").await.unwrap();
+    // A cluster admission policy, as an administrator might write, refuses every status of
+    // worker `w-bad` in this namespace with a 422.
+    let name = format!("refuse-{}", h.ns);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["splai.io"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["splaiworkers/status"],
+            }]},
+            "validations": [{
+                "expression": "object.metadata.name != 'w-bad'",
+                "message": "w-bad may not report",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": h.ns},
+            }},
+        },
+    }))
+    .unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(h.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(h.client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The API server takes a moment to enforce a new policy: probe until it refuses.
+    let workers: Api<SPLAIWorker> = Api::namespaced(h.client.clone(), &h.ns);
+    let probe: SPLAIWorker = serde_json::from_value(json!({
+        "apiVersion": "splai.io/v1alpha1", "kind": "SPLAIWorker",
+        "metadata": {"name": "w-bad"},
+        "spec": {"capabilities": {"cpuMillis": 1000, "memoryMib": 1024}},
+    }))
+    .unwrap();
+    workers
+        .create(&PostParams::default(), &probe)
+        .await
+        .unwrap();
+    let status = json!({"status": {"worker": {"health": "Unknown"}}});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match workers
+            .patch_status("w-bad", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 422 => break,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the admission policy was never enforced: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    workers
+        .delete("w-bad", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let metrics = h.operator("op-0");
+    h.agent("w-bad", caps(1000));
+    h.agent("w-good", caps(1000));
+    // Long enough that an agent whose heartbeats went unanswered (2 s) would drop its link.
+    h.submit("work", chain(4, 1_500)).await.unwrap();
+    h.wait_phase("work", JobPhase::Completed).await.unwrap();
+    assert!(metrics.refused("worker") >= 1, "{}", metrics.render());
+    assert_eq!(metrics.retried("worker"), 0, "{}", metrics.render());
+    for agent in ["w-bad", "w-good"] {
+        let status = h.agent_handle(agent).watch().borrow().clone();
+        assert!(status.connected, "{agent}: {status:?}");
+        // Before the operator listened, an agent's dial was refused; an unanswered heartbeat
+        // would have cut its link since.
+        let unanswered = status
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("answer a heartbeat"));
+        assert!(!unanswered, "{agent} lost its link: {status:?}");
+    }
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.shutdown().await;
+}

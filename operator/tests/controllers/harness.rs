@@ -16,7 +16,8 @@ use splai_operator::metrics::Metrics;
 use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec, SPLAIWorker, SPLAIWorkerStatus};
 use splai_protocol::{
-    Agent, AgentConfig, AgentHandle, Backoff, Executor, Load, Outcome, TaskAssignment, TokioNet,
+    Agent, AgentConfig, AgentHandle, Backoff, Credential, CredentialSource, Executor, Load,
+    Outcome, TaskAssignment, TokioNet,
 };
 use splai_scheduler::Settings;
 use splai_scheduler::api::{Capabilities, ExecutionRecord, JobPhase, JobSpec, TaskSpec};
@@ -98,6 +99,12 @@ fn ok(task: &TaskAssignment) -> Outcome {
 
 pub struct Harness {
     pub client: Client,
+    /// The client the operators use: `client` unless a test routes them another way.
+    pub operator_client: Client,
+    /// The service account whose node-bound tokens agents must show; `None` trusts any agent.
+    pub agent_account: Option<String>,
+    /// The credential each agent registers with, by worker name.
+    pub credentials: BTreeMap<String, Credential>,
     pub ns: String,
     pub artifacts: PathBuf,
     /// One agent endpoint per operator replica, by identity.
@@ -122,10 +129,18 @@ pub fn fast_settings() -> Settings {
 impl Harness {
     pub async fn new(test: &str) -> Result<Harness> {
         let (client, ns) = splai_testbed::namespace(test).await?;
+        Harness::on(client, ns).await
+    }
+
+    /// A harness in namespace `ns`, which exists, of the API server `client` reaches.
+    pub async fn on(client: Client, ns: String) -> Result<Harness> {
         crd::install(&client).await?;
         let artifacts = std::env::temp_dir().join(format!("splai-artifacts-{ns}"));
         std::fs::create_dir_all(&artifacts)?;
         Ok(Harness {
+            operator_client: client.clone(),
+            agent_account: None,
+            credentials: BTreeMap::new(),
             client,
             ns,
             artifacts,
@@ -159,6 +174,7 @@ impl Harness {
             flush_interval: Duration::from_millis(50),
             worker_refresh: Duration::from_secs(30),
             settings: self.settings.clone(),
+            agent_account: self.agent_account.clone(),
         }
     }
 
@@ -166,7 +182,7 @@ impl Harness {
     pub fn operator(&mut self, identity: &str) -> Arc<Metrics> {
         let config = self.config(identity);
         let metrics = Arc::new(Metrics::default());
-        let handle = tokio::spawn(run(self.client.clone(), config, metrics.clone()));
+        let handle = tokio::spawn(run(self.operator_client.clone(), config, metrics.clone()));
         self.operators
             .insert(identity.to_owned(), (handle, metrics.clone()));
         metrics
@@ -222,6 +238,11 @@ impl Harness {
                 initial: Duration::from_millis(100),
                 max: Duration::from_millis(500),
             },
+            credential: self
+                .credentials
+                .get(name)
+                .cloned()
+                .map(CredentialSource::Fixed),
             ..AgentConfig::new(name, endpoints.join(","), capabilities)
         };
         let executor = FakeExecutor {

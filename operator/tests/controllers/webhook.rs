@@ -2,6 +2,7 @@
 //! bad inputs refused with their messages, the matching good ones admitted, and fail-closed when
 //! the webhook is down.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -10,34 +11,42 @@ use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, Resource};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
-use splai_operator::webhook::{Validator, serve, tls_config};
+use splai_operator::tls;
+use splai_operator::webhook::{Validator, serve};
 use splai_operator::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy};
 use splai_scheduler::Settings;
 use tokio::task::JoinHandle;
 
 use crate::harness::Harness;
 
-/// A CA and a serving certificate for 127.0.0.1, signed by it: (CA PEM, cert PEM, key PEM).
-fn certificates() -> (String, String, String) {
+/// A test CA.
+fn ca() -> CertifiedIssuer<'static, KeyPair> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = server.signed_by(&key, &ca).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap()
 }
 
-async fn start_webhook(client: &Client, cert: &str, key: &str) -> (u16, JoinHandle<()>) {
+/// A new serving certificate for 127.0.0.1 signed by `ca`, written into `dir` as a mounted TLS
+/// Secret holds it (and as cert-manager renews it: same CA, new key).
+fn issue_into(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path) {
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = server.signed_by(&key, ca).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(tls::KEY_FILE), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join(tls::CERT_FILE), cert.pem()).unwrap();
+}
+
+/// Serves the webhook with the certificate in `dir`, read again every 50 ms.
+async fn start_webhook(client: &Client, ns: &str, dir: &Path) -> (u16, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut settings = Settings::default();
     settings.limits.max_tasks_per_job = 50;
-    let validator = Validator {
-        client: client.clone(),
-        settings,
-    };
-    let tls = tls_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let validator = Validator::start(client.clone(), settings, Some(ns));
+    let tls = tls::from_dir(dir, Duration::from_millis(50))
+        .unwrap()
+        .expect("a certificate");
     let task = tokio::spawn(async move {
         let _ = serve(listener, tls, validator).await;
     });
@@ -105,6 +114,34 @@ async fn create<K: Resource<DynamicType = ()>>(
     api.create(&PostParams::default(), &object).await
 }
 
+/// Creates `object` until the webhook refuses it, deleting what it admitted: for a refusal that
+/// needs an object created just before, which the webhook learns of from its watch a moment
+/// later. Gives the refusal's message.
+async fn refused_once_seen<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    ns: &str,
+    object: Value,
+) -> String {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &kube::api::ApiResource::erase::<K>(&()));
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match create::<K>(client, ns, object.clone()).await {
+            Err(kube::Error::Api(s)) => return s.message,
+            Ok(_) => {
+                api.delete(&name, &DeleteParams::default()).await.unwrap();
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} was never refused"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn refusal(result: Result<DynamicObject, kube::Error>) -> String {
     match result {
         Err(kube::Error::Api(s)) => s.message,
@@ -116,9 +153,11 @@ fn refusal(result: Result<DynamicObject, kube::Error>) -> String {
 async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_over_tls() {
     let h = Harness::new("webhook").await.unwrap();
     let (client, ns) = (h.client.clone(), h.ns.clone());
-    let (ca, cert, key) = certificates();
-    let (port, server) = start_webhook(&client, &cert, &key).await;
-    let config = register(&client, &ns, port, &ca).await;
+    let ca = ca();
+    let tls_dir = h.artifacts.join("webhook-tls");
+    issue_into(&ca, &tls_dir);
+    let (port, server) = start_webhook(&client, &ns, &tls_dir).await;
+    let config = register(&client, &ns, port, &ca.pem()).await;
 
     // The policy the jobs below meet: created first, and itself admitted by the webhook.
     let policy = json!({
@@ -165,6 +204,14 @@ async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_ove
         "{message}"
     );
     create::<SPLAIPolicy>(&client, &ns, policy).await.unwrap();
+    // The webhook reads policies from its watch: it refuses what the policy denies once it has
+    // seen the policy.
+    let mut probe = t("probe");
+    probe["kind"] = json!("inference");
+    probe["model"] = json!("gpt-probe");
+    let message =
+        refused_once_seen::<SPLAIJob>(&client, &ns, job("probe", json!([probe]), json!([]))).await;
+    assert!(message.contains("PolicyDenied"), "{message}");
 
     let mut gpt = t("ask");
     gpt["kind"] = json!("inference");
@@ -292,6 +339,10 @@ async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_ove
         "{stderr}"
     );
 
+    // The certificate is renewed in place while the webhook serves: every admission below goes
+    // on working, whichever certificate the API server's connection was made with.
+    issue_into(&ca, &tls_dir);
+
     // Routes: a malformed endpoint and a taken priority are refused by the webhook, an unknown
     // backend by the CRD's schema before the webhook is asked.
     let route = |name: &str, priority: i32, backend: &str, endpoint: &str| {
@@ -320,10 +371,12 @@ async fn the_webhook_refuses_bad_jobs_policies_and_routes_with_their_reasons_ove
         message.contains("InvalidModelRoute: spec.endpoint `http://vllm:99999`"),
         "{message}"
     );
-    let message = refusal(
-        create::<SPLAIModelRoute>(&client, &ns, route("clash", 1, "vllm", "http://vllm:8000"))
-            .await,
-    );
+    let message = refused_once_seen::<SPLAIModelRoute>(
+        &client,
+        &ns,
+        route("clash", 1, "vllm", "http://vllm:8000"),
+    )
+    .await;
     assert!(
         message.contains("spec.priority 1 is already taken by route `local`"),
         "{message}"

@@ -136,7 +136,7 @@ async fn the_operator_makes_its_webhook_certificate_under_its_own_account() {
         .await
         .unwrap();
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
-    let hooks = Api::<ValidatingWebhookConfiguration>::all(admin)
+    let hooks = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
         .get("splai-webhook")
         .await
         .unwrap();
@@ -146,6 +146,39 @@ async fn the_operator_makes_its_webhook_certificate_under_its_own_account() {
         let bundle = hook.client_config.ca_bundle.expect("a caBundle").0;
         assert_eq!(bundle, issued.ca_pem.as_bytes(), "{}", hook.name);
     }
+
+    // The manifests applied again reset every caBundle to the file's (empty): the operator,
+    // under its own account, writes the CA back.
+    let keeper = tokio::spawn(
+        self_signed
+            .clone()
+            .keep_injected(operator.clone(), issued.ca_pem.clone()),
+    );
+    let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    let mut cleared = configurations.get("splai-webhook").await.unwrap();
+    for hook in cleared.webhooks.iter_mut().flatten() {
+        hook.client_config.ca_bundle = None;
+    }
+    configurations
+        .replace("splai-webhook", &Default::default(), &cleared)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hooks = configurations.get("splai-webhook").await.unwrap().webhooks;
+        let restored = hooks.iter().flatten().all(|h| {
+            h.client_config.ca_bundle.as_ref().map(|b| &b.0[..]) == Some(issued.ca_pem.as_bytes())
+        });
+        if restored {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the caBundle was never written back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    keeper.abort();
 
     // The API server dials splai-webhook.splai-system.svc and checks the name against the CA.
     let tls =

@@ -17,6 +17,9 @@ fn exported_metrics() -> BTreeMap<String, String> {
         &metrics.ignored,
         &metrics.cancels,
         &metrics.api_writes,
+        &metrics.writes_refused,
+        &metrics.watch_lists,
+        &metrics.gone_at_list,
     ] {
         family.get_or_create(&[("x", "y")]).inc();
     }

@@ -72,6 +72,8 @@ fn the_operator_can_do_each_thing_its_code_does() {
             ("create", "events.events.k8s.io", tenant, true),
             ("patch", "events.events.k8s.io", tenant, true),
             ("create", "events.events.k8s.io", sys, true),
+            // Agents' registration tokens.
+            ("create", "tokenreviews.authentication.k8s.io", None, true),
             // The heartbeat controller, in splai-system.
             ("list", WORKERS, sys, true),
             ("watch", WORKERS, sys, true),
@@ -295,10 +297,11 @@ fn each_service_account_holds_exactly_the_rules_its_binary_needs() {
         ("splaimodelroutes.splai.io", "[]", "[list watch]"),
         ("splaipolicies.splai.io", "[]", "[list watch]"),
         ("events.events.k8s.io", "[]", "[create patch]"),
+        ("tokenreviews.authentication.k8s.io", "[]", "[create]"),
         (
             "validatingwebhookconfigurations.admissionregistration.k8s.io",
             "[splai-webhook]",
-            "[get update]",
+            "[get update list watch]",
         ),
     ];
     let mut operator_in_system = expect(&cluster_wide_operator);
