@@ -2,11 +2,15 @@
 //! heartbeats, and runs the tasks it is assigned.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use splai_protocol::{Agent, AgentConfig, CredentialSource, TokioNet};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
+use splai_protocol::{Agent, AgentConfig, CredentialSource, TlsNet, TokioNet};
 use splai_scheduler::api::Capabilities;
 use splai_worker::executor::{ArtifactStore, WorkerExecutor};
 use splai_worker::inference::{Client, InferenceConfig};
@@ -30,6 +34,10 @@ struct Args {
     /// (the kubelet renews it). Without it the operator must run with `--agent-auth none`.
     #[arg(long, env = "SPLAI_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signed the operator's certificate: the agent then speaks TLS and checks
+    /// the operator's certificate against the host of --control-plane. Without it, plain TCP.
+    #[arg(long, env = "SPLAI_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Capabilities as YAML (cpuMillis, memoryMib, gpus, gpuModel, models, tools, locality,
     /// classifications, speedFactor); the flags below override its fields.
     #[arg(long)]
@@ -124,6 +132,26 @@ fn node_capacity() -> (u32, u32) {
     )
 }
 
+/// TLS that trusts the CA certificates in `path` only.
+fn client_tls(path: &std::path::Path) -> anyhow::Result<Arc<ClientConfig>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{}: not a usable CA certificate", path.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Logs each change of the link to the operator: connected, or lost and why (a refusal names
 /// what was wrong with the agent's token).
 async fn log_link(mut status: tokio::sync::watch::Receiver<splai_protocol::AgentStatus>) {
@@ -216,9 +244,17 @@ async fn main() -> anyhow::Result<()> {
         ..AgentConfig::new(&args.name, &args.control_plane, caps)
     };
     tracing::info!(worker = %args.name, control_plane = %args.control_plane, "starting");
-    let (agent, handle) = Agent::new(TokioNet, config, executor);
+    let (running, handle) = match &args.ca_file {
+        Some(ca) => {
+            let (agent, handle) = Agent::new(TlsNet::client(client_tls(ca)?), config, executor);
+            (tokio::spawn(agent.run()), handle)
+        }
+        None => {
+            let (agent, handle) = Agent::new(TokioNet, config, executor);
+            (tokio::spawn(agent.run()), handle)
+        }
+    };
     tokio::spawn(log_link(handle.watch()));
-    let running = tokio::spawn(agent.run());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

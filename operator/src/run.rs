@@ -13,7 +13,7 @@ use anyhow::Context;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
-use splai_protocol::{AckMode, Authenticate, Inbound, Server, ServerConfig, TokioNet};
+use splai_protocol::{AckMode, Authenticate, Inbound, Server, ServerConfig, TlsNet, TokioNet};
 use splai_scheduler::{Settings, Timestamp};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -47,6 +47,8 @@ pub struct OperatorConfig {
     /// The service account (`system:serviceaccount:NS:NAME`) whose node-bound tokens agents
     /// must register with; `None` accepts any agent that can reach `agent_listen`.
     pub agent_account: Option<String>,
+    /// TLS for the agent endpoint; `None` speaks plain TCP (loopback, tests).
+    pub agent_tls: Option<Arc<crate::tls::ServerConfig>>,
 }
 
 impl OperatorConfig {
@@ -69,6 +71,7 @@ impl OperatorConfig {
             worker_refresh: Duration::from_secs(30),
             settings: Settings::default(),
             agent_account: None,
+            agent_tls: None,
         }
     }
 }
@@ -175,16 +178,30 @@ async fn lead(
         authenticate,
         ..ServerConfig::default()
     };
-    let server = Server::bind(TokioNet, &config.agent_listen, server_config)
-        .await
-        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
-    let control = server.handle();
-
+    let listening = || format!("listening for agents on {}", config.agent_listen);
     // Every task below ends when `lead` is dropped: the set aborts them.
     let mut tasks = JoinSet::new();
     let (tx, mut inputs) = mpsc::channel::<Input>(1024);
     let (agent_tx, mut agent_rx) = mpsc::channel::<Inbound>(1024);
-    tasks.spawn(server.serve(agent_tx));
+    let control = match &config.agent_tls {
+        Some(tls) => {
+            let net = TlsNet::server(tls.clone());
+            let server = Server::bind(net, &config.agent_listen, server_config)
+                .await
+                .with_context(listening)?;
+            let control = server.handle();
+            tasks.spawn(server.serve(agent_tx));
+            control
+        }
+        None => {
+            let server = Server::bind(TokioNet, &config.agent_listen, server_config)
+                .await
+                .with_context(listening)?;
+            let control = server.handle();
+            tasks.spawn(server.serve(agent_tx));
+            control
+        }
+    };
     let forward = tx.clone();
     tasks.spawn(async move {
         while let Some(inbound) = agent_rx.recv().await {

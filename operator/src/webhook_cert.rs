@@ -48,6 +48,8 @@ pub struct SelfSigned {
     pub service: String,
     /// The `ValidatingWebhookConfiguration` whose webhooks call that Service.
     pub configuration: String,
+    /// The Service agents dial, when the agent endpoint is served with the same certificate.
+    pub agent_service: Option<String>,
 }
 
 /// PEM text of the CA, the serving certificate and its key.
@@ -89,15 +91,21 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 impl SelfSigned {
-    /// The names the API server may use for the Service: it dials `SERVICE.NAMESPACE.svc`.
+    /// The names clients may use for the Services: the API server dials the webhook's as
+    /// `SERVICE.NAMESPACE.svc`, and agents the agent Service's, in one of these forms.
     pub fn dns_names(&self) -> Vec<String> {
-        let (svc, ns) = (&self.service, &self.namespace);
-        vec![
-            svc.clone(),
-            format!("{svc}.{ns}"),
-            format!("{svc}.{ns}.svc"),
-            format!("{svc}.{ns}.svc.cluster.local"),
-        ]
+        let ns = &self.namespace;
+        std::iter::once(&self.service)
+            .chain(self.agent_service.as_ref())
+            .flat_map(|svc| {
+                [
+                    svc.clone(),
+                    format!("{svc}.{ns}"),
+                    format!("{svc}.{ns}.svc"),
+                    format!("{svc}.{ns}.svc.cluster.local"),
+                ]
+            })
+            .collect()
     }
 
     /// The certificate to serve with: the one in the Secret, or a new one stored there if there

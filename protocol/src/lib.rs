@@ -49,4 +49,6 @@ pub use messages::{
 #[cfg(feature = "turmoil")]
 pub use net::TurmoilNet;
 pub use net::{Network, TokioNet};
+#[cfg(feature = "tls")]
+pub use net::{TLS_HANDSHAKE_LIMIT, TlsListener, TlsNet};
 pub use server::{AckMode, Authenticate, ControlHandle, Inbound, Server, ServerConfig};

@@ -46,6 +46,15 @@ struct Args {
     /// The service account of the worker agents, in --system-namespace.
     #[arg(long, default_value = "splai-worker")]
     agent_service_account: String,
+    /// The Service agents dial, in --system-namespace: the self-signed certificate also names
+    /// it, since the agent endpoint is served with the webhook's certificate.
+    #[arg(long, default_value = "splai-operator")]
+    agent_service: String,
+    /// Serve agents plain TCP even when there is a certificate (agents on loopback). Without a
+    /// certificate (no --webhook-cert-dir files, no --webhook-self-signed-secret) agents are
+    /// served plain TCP anyway, with a warning.
+    #[arg(long)]
+    plain_agents: bool,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: String,
@@ -123,8 +132,9 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
-    let config = OperatorConfig {
+    let mut config = OperatorConfig {
         agent_account,
+        agent_tls: None,
         namespace: args.namespace,
         worker_namespace: args.system_namespace.clone(),
         agent_listen: args.agent_listen,
@@ -159,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
                     secret,
                     service: args.webhook_service,
                     configuration: args.webhook_configuration,
+                    agent_service: Some(args.agent_service),
                 };
                 let issued = self_signed
                     .ensure(&client)
@@ -176,6 +187,17 @@ async fn main() -> anyhow::Result<()> {
             }
             None => None,
         },
+    };
+    // Agents are served TLS with the webhook's certificate, which names both Services.
+    config.agent_tls = match (&tls, args.plain_agents) {
+        (Some(tls), false) => Some(tls.clone()),
+        (None, false) => {
+            tracing::warn!(
+                "no certificate: agents are served plain TCP, their tasks and tokens in clear"
+            );
+            None
+        }
+        (_, true) => None,
     };
     match tls {
         Some(tls) => {

@@ -175,6 +175,7 @@ impl Harness {
             worker_refresh: Duration::from_secs(30),
             settings: self.settings.clone(),
             agent_account: self.agent_account.clone(),
+            agent_tls: None,
         }
     }
 

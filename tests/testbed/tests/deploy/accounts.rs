@@ -124,6 +124,7 @@ async fn the_operator_makes_its_webhook_certificate_under_its_own_account() {
         secret: "splai-webhook-tls".into(),
         service: "splai-webhook".into(),
         configuration: "splai-webhook".into(),
+        agent_service: Some("splai-operator".into()),
     };
     let issued = self_signed.ensure(&operator).await.unwrap();
     // Another replica, or a restart, serves the same certificate and changes nothing.
@@ -180,18 +181,21 @@ async fn the_operator_makes_its_webhook_certificate_under_its_own_account() {
     }
     keeper.abort();
 
-    // The API server dials splai-webhook.splai-system.svc and checks the name against the CA.
+    // The API server dials splai-webhook.splai-system.svc, and agents splai-operator.splai-system.svc
+    // (the agent endpoint has the same certificate); each checks the name against the CA.
     let tls =
         splai_operator::webhook::tls_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
             .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tokio_rustls::TlsAcceptor::from(tls)
-            .accept(tcp)
-            .await
-            .map(|_| ())
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio_rustls::TlsAcceptor::from(tls.clone())
+                .accept(tcp)
+                .await?;
+        }
+        Ok::<_, std::io::Error>(())
     });
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -207,14 +211,18 @@ async fn the_operator_makes_its_webhook_certificate_under_its_own_account() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let name =
-        tokio_rustls::rustls::pki_types::ServerName::try_from("splai-webhook.splai-system.svc")
-            .unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(client_config))
-        .connect(name, tcp)
-        .await
-        .expect("the certificate verifies for the Service's name");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    for host in [
+        "splai-webhook.splai-system.svc",
+        "splai-operator.splai-system.svc",
+    ] {
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connector
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("the certificate does not verify for {host}: {e}"));
+    }
     server.await.unwrap().unwrap();
 }
 

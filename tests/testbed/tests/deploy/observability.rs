@@ -20,6 +20,7 @@ fn exported_metrics() -> BTreeMap<String, String> {
         &metrics.writes_refused,
         &metrics.watch_lists,
         &metrics.gone_at_list,
+        &metrics.agents_refused,
     ] {
         family.get_or_create(&[("x", "y")]).inc();
     }
