@@ -127,7 +127,7 @@ pub struct TlsListener {
     ready: tokio::sync::Mutex<
         tokio::sync::mpsc::Receiver<(tokio_rustls::TlsStream<tokio::net::TcpStream>, String)>,
     >,
-    local: std::net::SocketAddr,
+    local: String,
     accepting: tokio::task::AbortHandle,
 }
 
@@ -165,7 +165,7 @@ impl Network for TlsNet {
     async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
         let acceptor = self.server.clone().ok_or_else(|| unsupported("server"))?;
         let tcp = tokio::net::TcpListener::bind(addr).await?;
-        let local = tcp.local_addr()?;
+        let local = tcp.local_addr()?.to_string();
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         let accepting = tokio::spawn(async move {
             loop {
@@ -202,6 +202,6 @@ impl Network for TlsNet {
     }
 
     fn local_addr(&self, listener: &Self::Listener) -> io::Result<String> {
-        Ok(listener.local.to_string())
+        Ok(listener.local.clone())
     }
 }

@@ -11,7 +11,7 @@ use splai_operator::{
     SPLAIModelRoute, SPLAIModelRouteSpec, SPLAIPolicy, SPLAIPolicySpec, SPLAIWorker,
 };
 use splai_scheduler::api::{
-    Backend, JobPhase, JobSpec, ModelRouteSpec, PolicySpec, Quotas, RouteMatch,
+    Backend, Health, JobPhase, JobSpec, ModelRouteSpec, PolicySpec, Quotas, RouteMatch,
 };
 use splai_testbed::{ControlPlane, Relay};
 
@@ -120,6 +120,14 @@ async fn a_worker_policy_and_route_deleted_while_the_watches_were_broken_leave_t
     })
     .await
     .unwrap();
+    // Both workers' objects are stored (their statuses are written after their creation), so
+    // no create is in flight when the cut comes: one whose answer the cut lost would be sent
+    // again after it, and bring w2's object back.
+    for w in ["w1", "w2"] {
+        h.wait_worker(w, |s| s.worker.health == Health::Healthy)
+            .await
+            .unwrap();
+    }
     until(
         &metrics,
         "the fleet, the policy and the route counted",
