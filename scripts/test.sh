@@ -156,6 +156,17 @@ else
   summary+=("$(printf '%-40s NOT RUN  (the simulator did not build)' 'quality gate and sweeps')")
 fi
 
+# Coverage-guided fuzzing, briefly: each target from its committed corpus (scripts/fuzz.sh;
+# BENCHMARKS.md has the long runs). Each target is one check: a crash, or no clean run, fails it.
+fuzz_targets=(frame admission scenario import)
+fuzz() { scripts/fuzz.sh 10 "${fuzz_targets[@]}" | tee "$1"; }
+fuzz_out=$(mktemp)
+phase "fuzz (${#fuzz_targets[@]} targets, 10 s each)" fuzz "$fuzz_out"
+z_passed=$(grep -c 'executions, 0 crashes$' "$fuzz_out" || true)
+rm -f "$fuzz_out"
+passed=$((passed + z_passed))
+failed=$((failed + ${#fuzz_targets[@]} - z_passed))
+
 collect
 phase "cargo test" bash -c 'cargo test --workspace --no-fail-fast 2>&1 | tee -a "$0"; exit "${PIPESTATUS[0]}"' "$log"
 
