@@ -297,9 +297,16 @@ impl Connection {
                 AgentMessage::Register { credential, .. } => credential.as_ref(),
                 _ => None,
             };
-            let checked = auth
-                .authenticate(&worker, credential.map(|c| c.0.as_str()))
-                .await;
+            // Bounded like any wait for the agent: a check that hangs (its API server slow)
+            // must not hold the connection open for ever.
+            let checked = timeout(
+                self.config.idle_timeout,
+                auth.authenticate(&worker, credential.map(|c| c.0.as_str())),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err("the credential could not be checked in time; try again".into())
+            });
             if let Err(reason) = checked {
                 let refused = ControlMessage::Refused {
                     reason: reason.clone(),

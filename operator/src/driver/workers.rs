@@ -170,6 +170,19 @@ mod tests {
     use crate::driver::{Driver, DriverConfig, Flushed, Listed};
     use crate::metrics::Metrics;
 
+    /// `w1`'s first registration.
+    fn registered() -> Event {
+        Event::WorkerRegistered {
+            name: "w1".into(),
+            capabilities: Capabilities {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+                ..Capabilities::default()
+            },
+            incarnation: 1,
+        }
+    }
+
     #[test]
     fn a_heartbeat_that_changes_nothing_material_is_written_only_once_the_refresh_is_due() {
         let cfg = DriverConfig {
@@ -184,16 +197,7 @@ mod tests {
             Listed::default(),
             Timestamp(1_000),
         );
-        let registered = Event::WorkerRegistered {
-            name: "w1".into(),
-            capabilities: Capabilities {
-                cpu_millis: 1000,
-                memory_mib: 1024,
-                ..Capabilities::default()
-            },
-            incarnation: 1,
-        };
-        from_agent(&mut d, registered, 2_000);
+        from_agent(&mut d, registered(), 2_000);
         let first = d.take_flush(Timestamp(2_000)).expect("the new worker");
         assert!(first.workers[0].create.is_some());
         assert!(first.workers[0].status.is_some());
@@ -219,16 +223,7 @@ mod tests {
     #[test]
     fn a_failed_worker_write_is_retried_but_holds_back_no_answer() {
         let mut d = crate::driver::test_support::driver();
-        let registered = Event::WorkerRegistered {
-            name: "w1".into(),
-            capabilities: Capabilities {
-                cpu_millis: 1000,
-                memory_mib: 1024,
-                ..Capabilities::default()
-            },
-            incarnation: 1,
-        };
-        from_agent(&mut d, registered, 2_000);
+        from_agent(&mut d, registered(), 2_000);
         crate::driver::test_support::heartbeat(&mut d, 4);
         let flush = d.take_flush(Timestamp(2_000)).expect("the new worker");
         let done = Flushed {
