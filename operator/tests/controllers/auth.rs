@@ -198,7 +198,12 @@ async fn an_agent_speaks_only_for_the_node_its_token_was_issued_on() {
     let job = h.jobs().get("work").await.unwrap();
     assert_eq!(job.status.unwrap().job.phase, JobPhase::Running);
     // B's own agent was never refused, whenever it (re)connected: each refusal above counted once.
-    for reason in ["no_credential", "other_node", "wrong_account", "not_authenticated"] {
+    for reason in [
+        "no_credential",
+        "other_node",
+        "wrong_account",
+        "not_authenticated",
+    ] {
         assert_eq!(metrics.refused_agents(reason), 1, "{reason}");
     }
     h.shutdown().await;
