@@ -22,7 +22,7 @@ struct Setup {
     endpoint: String,
     dir: PathBuf,
     metrics: Arc<Metrics>,
-    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+    operator: tokio::task::JoinHandle<Result<(), splai_operator::run::OperatorError>>,
 }
 
 async fn setup(test: &str) -> Setup {

@@ -418,7 +418,7 @@ async fn create_policies_and_routes(
 /// Waits until the operator leads and listens for agents.
 async fn wait_for_endpoint(
     endpoint: &str,
-    operator: &mut JoinHandle<anyhow::Result<()>>,
+    operator: &mut JoinHandle<Result<(), splai_operator::run::OperatorError>>,
 ) -> Result<(), RealRunError> {
     const LIMIT: Duration = Duration::from_secs(60);
     let deadline = Instant::now() + LIMIT;

@@ -72,24 +72,51 @@ fn kubernetes_formats(node: &mut Value) {
 /// Applies the four CRDs (server-side apply, idempotent) and waits until the API server serves
 /// them: what `kubectl apply -f config/crd/bases/ && kubectl wait --for=condition=Established`
 /// does, for tests, benchmarks and tools.
-pub async fn install(client: &kube::Client) -> anyhow::Result<Vec<CustomResourceDefinition>> {
-    use anyhow::Context;
+pub async fn install(
+    client: &kube::Client,
+) -> Result<Vec<CustomResourceDefinition>, InstallError> {
     use kube::api::{Api, Patch, PatchParams};
     use kube::runtime::wait::{await_condition, conditions};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("splai-install").force();
     let mut installed = Vec::new();
     for crd in all() {
-        let name = crd.metadata.name.clone().context("a CRD has a name")?;
-        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .map_err(|source| InstallError::Apply {
+                name: name.clone(),
+                source,
+            })?;
         // A guard against hanging forever: establishing takes milliseconds.
         let established = tokio::time::timeout(
             std::time::Duration::from_secs(60),
             await_condition(crds.clone(), &name, conditions::is_crd_established()),
         )
         .await
-        .with_context(|| format!("{name} was not Established within a minute"))??;
-        installed.push(established.context("the CRD disappeared")?);
+        .map_err(|_| InstallError::NotEstablished { name: name.clone() })?
+        .map_err(|source| InstallError::Wait {
+            name: name.clone(),
+            source,
+        })?
+        .ok_or(InstallError::Vanished { name })?;
+        installed.push(established);
     }
     Ok(installed)
+}
+
+/// Why [`install`] did not leave the four CRDs established.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("applying the CRD {name}: {source}")]
+    Apply { name: String, source: kube::Error },
+    #[error("watching the CRD {name} until it is Established: {source}")]
+    Wait {
+        name: String,
+        source: kube::runtime::wait::Error,
+    },
+    #[error("the CRD {name} was not Established within a minute")]
+    NotEstablished { name: String },
+    #[error("the CRD {name} disappeared while it was being installed")]
+    Vanished { name: String },
 }

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
@@ -20,10 +19,10 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::agent_auth::TokenReviewer;
-use crate::artifacts::Artifacts;
+use crate::artifacts::{ArtifactError, Artifacts};
 use crate::driver::{Driver, DriverConfig, Input, Listed};
 use crate::flush::Flusher;
-use crate::leader::{Elector, LeaseConfig};
+use crate::leader::{Elector, LeaseConfig, LeaseError};
 use crate::metrics::Metrics;
 use crate::resources::{SPLAIJob, SPLAIModelRoute, SPLAIPolicy, SPLAIWorker};
 use crate::watch::{Feed, Index, trim};
@@ -84,13 +83,37 @@ pub fn now() -> Timestamp {
     Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
+/// Why the operator stopped leading.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    #[error("listing {what}: {source}")]
+    List {
+        what: &'static str,
+        source: kube::Error,
+    },
+    #[error("reading the records of {job}: {source}")]
+    Records { job: String, source: ArtifactError },
+    #[error("listening for agents on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("every watch and the agent endpoint stopped")]
+    InputsClosed,
+    #[error("the flusher stopped")]
+    FlusherStopped,
+    #[error("an operator task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Waits to lead, then leads until the lease is lost (an error: the process should exit and
 /// be restarted as a standby) or leading fails.
 pub async fn run(
     client: Client,
     config: OperatorConfig,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> Result<(), OperatorError> {
     let elector = Elector::new(client.clone(), config.lease.clone());
     elector.acquire().await;
     metrics.leader.set(1);
@@ -117,7 +140,7 @@ async fn lead(
     client: Client,
     config: &OperatorConfig,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> Result<(), OperatorError> {
     let artifacts = Artifacts::open(&config.artifacts)?;
     let ns = config.namespace.as_deref();
     let jobs_api: Api<SPLAIJob> = scoped(&client, ns);
@@ -127,22 +150,23 @@ async fn lead(
 
     // Everything the previous leader left, then the core rebuilt from it.
     let lp = ListParams::default();
-    let jobs = jobs_api.list(&lp).await.context("listing SPLAIJobs")?.items;
+    let listing = |what| move |source| OperatorError::List { what, source };
+    let jobs = jobs_api.list(&lp).await.map_err(listing("SPLAIJobs"))?.items;
     let mut listed = Listed {
         workers: workers_api
             .list(&lp)
             .await
-            .context("listing SPLAIWorkers")?
+            .map_err(listing("SPLAIWorkers"))?
             .items,
         policies: policies_api
             .list(&lp)
             .await
-            .context("listing SPLAIPolicies")?
+            .map_err(listing("SPLAIPolicies"))?
             .items,
         routes: routes_api
             .list(&lp)
             .await
-            .context("listing SPLAIModelRoutes")?
+            .map_err(listing("SPLAIModelRoutes"))?
             .items,
         ..Listed::default()
     };
@@ -150,7 +174,10 @@ async fn lead(
         let records = artifacts
             .records(&dir)
             .await
-            .with_context(|| format!("reading the records of {key}"))?;
+            .map_err(|source| OperatorError::Records {
+                job: key.clone(),
+                source,
+            })?;
         listed.records.insert(key, records);
     }
     listed.jobs = jobs;
@@ -178,7 +205,10 @@ async fn lead(
         authenticate,
         ..ServerConfig::default()
     };
-    let listening = || format!("listening for agents on {}", config.agent_listen);
+    let listening = |source| OperatorError::Listen {
+        addr: config.agent_listen.clone(),
+        source,
+    };
     // Every task below ends when `lead` is dropped: the set aborts them.
     let mut tasks = JoinSet::new();
     let (tx, mut inputs) = mpsc::channel::<Input>(1024);
@@ -188,7 +218,7 @@ async fn lead(
             let net = TlsNet::server(tls.clone());
             let server = Server::bind(net, &config.agent_listen, server_config)
                 .await
-                .with_context(listening)?;
+                .map_err(listening)?;
             let control = server.handle();
             tasks.spawn(server.serve(agent_tx));
             control
@@ -196,7 +226,7 @@ async fn lead(
         None => {
             let server = Server::bind(TokioNet, &config.agent_listen, server_config)
                 .await
-                .with_context(listening)?;
+                .map_err(listening)?;
             let control = server.handle();
             tasks.spawn(server.serve(agent_tx));
             control
@@ -264,19 +294,17 @@ async fn lead(
             }
             input = inputs.recv() => match input {
                 Some(input) => timed(&mut driver, &metrics, |d| d.input(input, now())),
-                None => anyhow::bail!("every watch and the agent endpoint stopped"),
+                None => return Err(OperatorError::InputsClosed),
             },
             () = sleep_until(wake) => timed(&mut driver, &metrics, |d| d.tick(now())),
             _ = flush_tick.tick(), if !flushing => {
                 if let Some(flush) = driver.take_flush(now()) {
                     flushing = true;
-                    flush_tx.send(flush).await.context("the flusher stopped")?;
+                    flush_tx.send(flush).await.map_err(|_| OperatorError::FlusherStopped)?;
                 }
             }
             Some(ended) = tasks.join_next() => {
-                if let Err(e) = ended {
-                    anyhow::bail!("an operator task failed: {e}");
-                }
+                ended?;
             }
         }
         for (worker, message) in driver.outbox.drain(..) {

@@ -215,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     tokio::select! {
-        result = run(client, config, metrics) => result,
+        result = run(client, config, metrics) => Ok(result?),
         _ = splai_operator::run::stop_signal() => {
             tracing::info!("stopping; a standby takes over when the lease lapses");
             Ok(())

@@ -15,7 +15,7 @@ pub async fn setup(test: &str) -> Result<(Client, String)> {
 
 /// Applies the CRDs (idempotent, so every test may call it) and waits until they are served.
 pub async fn install_crds(client: &Client) -> Result<Vec<CustomResourceDefinition>> {
-    splai_operator::crd::install(client).await
+    Ok(splai_operator::crd::install(client).await?)
 }
 
 /// A sample from `config/samples/`, such as `splaijob`.

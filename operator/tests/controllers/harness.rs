@@ -13,7 +13,7 @@ use splai_operator::artifacts::AttemptRecord;
 use splai_operator::crd;
 use splai_operator::leader::LeaseConfig;
 use splai_operator::metrics::Metrics;
-use splai_operator::run::{OperatorConfig, run};
+use splai_operator::run::{OperatorConfig, OperatorError, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec, SPLAIWorker, SPLAIWorkerStatus};
 use splai_protocol::{
     Agent, AgentConfig, AgentHandle, Backoff, Credential, CredentialSource, Executor, Load,
@@ -97,6 +97,9 @@ fn ok(task: &TaskAssignment) -> Outcome {
     }
 }
 
+/// A running operator replica's task.
+pub type Replica = JoinHandle<Result<(), OperatorError>>;
+
 pub struct Harness {
     pub client: Client,
     /// The client the operators use: `client` unless a test routes them another way.
@@ -111,7 +114,7 @@ pub struct Harness {
     pub endpoints: BTreeMap<String, String>,
     pub settings: Settings,
     pub lease_seconds: u64,
-    pub operators: BTreeMap<String, (JoinHandle<Result<()>>, Arc<Metrics>)>,
+    pub operators: BTreeMap<String, (Replica, Arc<Metrics>)>,
     pub agents: BTreeMap<String, (AgentHandle, JoinHandle<()>)>,
     pub log: Arc<Mutex<Vec<Ran>>>,
 }
