@@ -72,9 +72,7 @@ fn kubernetes_formats(node: &mut Value) {
 /// Applies the four CRDs (server-side apply, idempotent) and waits until the API server serves
 /// them: what `kubectl apply -f config/crd/bases/ && kubectl wait --for=condition=Established`
 /// does, for tests, benchmarks and tools.
-pub async fn install(
-    client: &kube::Client,
-) -> Result<Vec<CustomResourceDefinition>, InstallError> {
+pub async fn install(client: &kube::Client) -> Result<Vec<CustomResourceDefinition>, InstallError> {
     use kube::api::{Api, Patch, PatchParams};
     use kube::runtime::wait::{await_condition, conditions};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

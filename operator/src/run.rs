@@ -98,7 +98,10 @@ pub enum OperatorError {
     #[error("reading the records of {job}: {source}")]
     Records { job: String, source: ArtifactError },
     #[error("listening for agents on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("every watch and the agent endpoint stopped")]
     InputsClosed,
     #[error("the flusher stopped")]
@@ -151,7 +154,11 @@ async fn lead(
     // Everything the previous leader left, then the core rebuilt from it.
     let lp = ListParams::default();
     let listing = |what| move |source| OperatorError::List { what, source };
-    let jobs = jobs_api.list(&lp).await.map_err(listing("SPLAIJobs"))?.items;
+    let jobs = jobs_api
+        .list(&lp)
+        .await
+        .map_err(listing("SPLAIJobs"))?
+        .items;
     let mut listed = Listed {
         workers: workers_api
             .list(&lp)
