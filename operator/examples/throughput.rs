@@ -26,6 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_protocol::{Agent, AgentConfig, Executor, Outcome, TaskAssignment, TokioNet};
 use splai_scheduler::api::{Capabilities, JobSpec, Resources, TaskSpec};
+use splai_testbed::measure::{cpu_seconds, memory_kib, percentile};
 use tokio::sync::Mutex;
 
 struct Instant0;
@@ -85,35 +86,6 @@ fn job_spec() -> JobSpec {
             .collect(),
         ..JobSpec::default()
     }
-}
-
-/// User plus system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! Finding etcd and kube-apiserver: `SPLAI_K8S_BIN`, or `scripts/k8s-testbin.sh`, which builds them
-//! once and prints its cache folder.
+//! Finding the test tools: each is named by an environment variable (`SPLAI_K8S_BIN` for etcd and
+//! kube-apiserver), else installed by its script under `scripts/`, which does it once and prints
+//! the path last.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,10 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 pub(crate) fn bin_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("SPLAI_K8S_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => from_script()?,
-    };
+    let dir = installed("SPLAI_K8S_BIN", "k8s-testbin.sh")?;
     for name in ["etcd", "kube-apiserver"] {
         let path = dir.join(name);
         if !path.is_file() {
@@ -20,9 +18,16 @@ pub(crate) fn bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn from_script() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/k8s-testbin.sh");
-    // stderr passes through: a cold build takes minutes and says what it is doing.
+/// A test tool: the path in the environment variable `var`, else the last line that
+/// `scripts/<script>` prints (it installs the tool the first time).
+pub fn installed(var: &str, script: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
+    // stderr passes through: a cold install takes minutes and says what it is doing.
     let out = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
@@ -36,6 +41,6 @@ fn from_script() -> Result<PathBuf> {
     let last = stdout
         .lines()
         .last()
-        .context("k8s-testbin.sh printed no bin folder")?;
+        .with_context(|| format!("{} printed no path", script.display()))?;
     Ok(PathBuf::from(last.trim()))
 }

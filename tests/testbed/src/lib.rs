@@ -18,9 +18,11 @@
 
 mod binaries;
 mod certs;
+pub mod measure;
 mod node;
 mod relay;
 
+pub use binaries::installed;
 pub use node::Node;
 pub use relay::Relay;
 
