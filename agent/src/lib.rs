@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod confine;
 pub mod executor;
 pub mod inference;
 pub mod sandbox;

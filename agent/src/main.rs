@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use splai_protocol::{Agent, AgentConfig, CredentialSource, TlsNet, TokioNet};
 use splai_scheduler::api::Capabilities;
+use splai_worker::confine::{self, Confinement};
 use splai_worker::executor::{ArtifactStore, WorkerExecutor};
 use splai_worker::inference::{Client, InferenceConfig};
 use splai_worker::sandbox::SandboxConfig;
@@ -67,6 +68,15 @@ struct Args {
     /// Where the tasks' private folders go.
     #[arg(long, default_value = "/var/lib/splai/work")]
     work_dir: PathBuf,
+    /// How tasks are kept from the agent's secrets and from each other: `landlock` (each task
+    /// reads only the system folders and writes only its own folder; needs a kernel with
+    /// Landlock) or `none` (tasks run with the agent's own access).
+    #[arg(long, value_enum, default_value_t = TaskIsolation::Landlock)]
+    task_isolation: TaskIsolation,
+    /// More folders confined tasks may read (and execute from), comma-separated, such as a
+    /// mounted models folder.
+    #[arg(long, value_delimiter = ',')]
+    task_read_paths: Vec<PathBuf>,
     #[arg(long, default_value_t = 5)]
     heartbeat_seconds: u64,
     /// A file holding the API key for OpenAI-compatible backends (a mounted Secret); else the
@@ -175,8 +185,25 @@ async fn log_link(mut status: tokio::sync::watch::Receiver<splai_protocol::Agent
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TaskIsolation {
+    Landlock,
+    None,
+}
+
+fn main() -> anyhow::Result<()> {
+    // The last link of a task's sandbox: confine this process, then become the task's program.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == confine::ARG) {
+        let failed = confine::exec(argv);
+        eprintln!("splai-worker: {failed}");
+        std::process::exit(126);
+    }
+    agent()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn agent() -> anyhow::Result<()> {
     let args = Args::parse();
     // Logs to stderr; spans to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     let _telemetry = splai_telemetry::Telemetry::init("splai-worker", false)?;
@@ -225,8 +252,18 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ns) = &args.register_in {
         register(ns, &args.name, &caps).await?;
     }
+    let mut sandbox = SandboxConfig::new(&args.work_dir);
+    if args.task_isolation == TaskIsolation::Landlock {
+        confine::available()?;
+        let exe = std::env::current_exe().context("finding this binary, which confines tasks")?;
+        sandbox.confine = Some(Confinement::new(exe, &args.task_read_paths));
+    } else {
+        tracing::warn!(
+            "--task-isolation none: tasks can read this agent's token, environment and each other's folders"
+        );
+    }
     let executor = WorkerExecutor::new(
-        SandboxConfig::new(&args.work_dir),
+        sandbox,
         ArtifactStore::open(&args.artifacts)?,
         inference,
         Vec::new(),

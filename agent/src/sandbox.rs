@@ -5,10 +5,13 @@
 //! - **rlimits** on cpu seconds, address space (memory), open files and the size of any file it
 //!   writes, set by util-linux `prlimit` in the child before the task's program starts.
 //! - **`no_new_privs`**, set by util-linux `setpriv`, so nothing it runs can gain privileges
-//!   (setuid binaries stay unprivileged).
+//!   (setuid binaries stay unprivileged); under an agent run as root, no capabilities either.
 //! - **A cleared environment**: only the variables on the allow-list pass through from the agent,
 //!   plus `HOME` and `TMPDIR` (the private folder) and the task's own variables.
 //! - **A private working folder** per attempt, `ROOT/<job>/<task>/<attempt>/`, mode 0700.
+//! - **Confinement** (`confine`, Landlock): the task reads only the system folders and writes
+//!   only its own folder; it cannot read the agent's token, environment or memory, another
+//!   task's folder, nor signal the agent or other tasks (`crate::confine`).
 //! - **Captured output**: stdout and stderr are kept up to `capture_bytes` each; the rest is read
 //!   and dropped, so a chatty task never blocks on a full pipe.
 //!
@@ -21,6 +24,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+
+use crate::confine::Confinement;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
@@ -57,6 +62,9 @@ pub struct SandboxConfig {
     pub limits: Limits,
     /// Bytes of stdout and of stderr kept.
     pub capture_bytes: usize,
+    /// Landlock confinement; `None` runs tasks with the agent's own access (`--task-isolation
+    /// none`, for kernels without Landlock).
+    pub confine: Option<Confinement>,
 }
 
 impl SandboxConfig {
@@ -66,6 +74,7 @@ impl SandboxConfig {
             env_allow: vec!["PATH".into(), "LANG".into(), "TZ".into()],
             limits: Limits::default(),
             capture_bytes: 1 << 20,
+            confine: None,
         }
     }
 }
@@ -192,15 +201,27 @@ pub async fn run(cfg: &SandboxConfig, a: &Attempt<'_>) -> Result<Finished, Sandb
     let workdir = private_folder(&cfg.root, a)?;
     let l = &cfg.limits;
     let mut cmd = Command::new("setpriv");
-    cmd.arg("--no-new-privs")
-        .arg("--")
+    cmd.arg("--no-new-privs");
+    if nix::unistd::Uid::effective().is_root() {
+        // An agent run as root (not the DaemonSet's way) would hand its tasks every capability,
+        // and CAP_SYS_PTRACE lets a process read others' memory and environment past Landlock.
+        cmd.args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+        ]);
+    }
+    cmd.arg("--")
         .arg("prlimit")
         .arg(format!("--cpu={}", l.cpu_seconds))
         .arg(format!("--as={}", l.memory_bytes))
         .arg(format!("--nofile={}", l.open_files))
         .arg(format!("--fsize={}", l.file_bytes))
-        .arg("--")
-        .arg(program)
+        .arg("--");
+    if let Some(confine) = &cfg.confine {
+        cmd.args(confine.command_line(&workdir));
+    }
+    cmd.arg(program)
         .args(args)
         .current_dir(&workdir)
         .env_clear()

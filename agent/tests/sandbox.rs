@@ -1,10 +1,14 @@
 //! The sandbox with real processes: output, the private folder, timeouts that kill the whole
-//! process tree, the memory, file-size and output caps, the environment, and `no_new_privs`.
+//! process tree, the memory, file-size and output caps, the environment, `no_new_privs`, and
+//! the Landlock confinement that keeps a task from the agent's secrets and from other tasks.
+//! Every test runs confined, as the worker does by default; the test process plays the agent.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use splai_worker::confine::Confinement;
 use splai_worker::sandbox::{Attempt, Exit, Finished, Limits, SandboxConfig, SandboxError, run};
 
 /// A sandbox root in a fresh temporary folder, removed when the test ends, passed or failed.
@@ -13,7 +17,11 @@ fn sandbox(test: &str) -> (TempDir, SandboxConfig) {
         .prefix(&format!("splai-sandbox-{test}-"))
         .tempdir()
         .expect("a temporary folder");
-    let cfg = SandboxConfig::new(dir.path().join("work"));
+    let mut cfg = SandboxConfig::new(dir.path().join("work"));
+    cfg.confine = Some(Confinement::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_splai-worker")),
+        &[],
+    ));
     (dir, cfg)
 }
 
@@ -22,10 +30,19 @@ fn argv(parts: &[&str]) -> Vec<String> {
 }
 
 async fn sh(cfg: &SandboxConfig, script: &str, timeout: Option<Duration>) -> Finished {
+    sh_as(cfg, "step", script, timeout).await
+}
+
+async fn sh_as(
+    cfg: &SandboxConfig,
+    task: &str,
+    script: &str,
+    timeout: Option<Duration>,
+) -> Finished {
     let argv = argv(&["sh", "-c", script]);
     let attempt = Attempt {
         job: "ns/job",
-        task: "step",
+        task,
         attempt: 1,
         argv: &argv,
         env: &[],
@@ -216,4 +233,132 @@ async fn a_task_without_a_command_or_with_an_unsafe_name_is_refused() {
     };
     let err = run(&cfg, &escape).await.unwrap_err();
     assert!(matches!(err, SandboxError::BadName { .. }), "{err}");
+}
+
+/// Linux 6.12 brought Landlock's signal scoping (ABI 6).
+fn kernel_scopes_signals() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 12)
+}
+
+#[tokio::test]
+async fn a_confined_task_cannot_reach_the_agents_token_environment_or_another_tasks_folder() {
+    let (dir, cfg) = sandbox("confined");
+    // The agent's secret, outside the work folder, as a mounted service-account token is.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "agent-token").unwrap();
+    // Another task's output, in its own private folder.
+    let first = sh_as(&cfg, "first", "echo first-output > out.txt", None).await;
+    assert!(first.succeeded(), "{}", text(&first.stderr));
+    let others = first.workdir.join("out.txt");
+    let agent = std::process::id();
+    let script = format!(
+        "cat {token} || echo token-denied; \
+         cat {others} || echo folder-denied; \
+         ls {others_dir} || echo listing-denied; \
+         head -c 40 /proc/{agent}/environ || echo environ-denied; \
+         kill -0 {agent} || echo signal-denied; \
+         echo own-output > own.txt && cat own.txt; \
+         cat /etc/hostname > /dev/null && echo system-readable",
+        token = token.display(),
+        others = others.display(),
+        others_dir = first.workdir.display(),
+    );
+    let done = sh_as(&cfg, "second", &script, None).await;
+    let out = text(&done.stdout);
+    let err = text(&done.stderr);
+    for denied in [
+        "token-denied",
+        "folder-denied",
+        "listing-denied",
+        "environ-denied",
+    ] {
+        assert!(out.contains(denied), "not {denied}: {out}\n{err}");
+    }
+    assert!(!out.contains("agent-token"), "{out}");
+    assert!(!out.contains("first-output"), "{out}");
+    if kernel_scopes_signals() {
+        assert!(out.contains("signal-denied"), "{out}\n{err}");
+    }
+    // What it may do, it still does: its own folder, the system's files.
+    assert!(out.contains("own-output"), "{out}\n{err}");
+    assert!(out.contains("system-readable"), "{out}\n{err}");
+
+    // Unconfined (`--task-isolation none`), the same task reads the token and the other
+    // folder: those denials are the confinement's. (The environment may stay out of reach
+    // unconfined too: under a root agent the task runs without capabilities.)
+    let open = SandboxConfig {
+        confine: None,
+        ..cfg.clone()
+    };
+    let done = sh_as(&open, "third", &script, None).await;
+    let out = text(&done.stdout);
+    assert!(
+        out.contains("agent-token") && out.contains("first-output"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_confined_task_cannot_signal_or_read_another_running_task() {
+    let (_dir, cfg) = sandbox("siblings");
+    // The first task publishes its pid in its folder and waits.
+    let sleeper = sh_as(
+        &cfg,
+        "sleeper",
+        "echo $$ > pid; exec sleep 30",
+        Some(Duration::from_secs(20)),
+    );
+    let prober = async {
+        let root = cfg.root.join("ns.job/sleeper/1/pid");
+        let mut pid = String::new();
+        for _ in 0..100 {
+            // The test (the agent) reads it; the other task could not.
+            if let Ok(p) = std::fs::read_to_string(&root) {
+                pid = p.trim().to_owned();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!pid.is_empty(), "the sleeper never started");
+        let script = format!(
+            "head -c 20 /proc/{pid}/environ || echo environ-denied; \
+             kill -9 {pid} || echo signal-denied"
+        );
+        let done = sh_as(&cfg, "prober", &script, None).await;
+        text(&done.stdout)
+    };
+    let (slept, out) = tokio::join!(sleeper, prober);
+    assert!(out.contains("environ-denied"), "{out}");
+    if kernel_scopes_signals() {
+        assert!(out.contains("signal-denied"), "{out}");
+        assert_eq!(
+            slept.exit,
+            Exit::TimedOut,
+            "the sleeper was killed by its neighbour"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_program_in_a_confined_task_is_a_clear_failure() {
+    let (_dir, cfg) = sandbox("missing");
+    let argv = argv(&["no-such-program-here"]);
+    let attempt = Attempt {
+        job: "ns/job",
+        task: "missing",
+        attempt: 1,
+        argv: &argv,
+        env: &[],
+        timeout: None,
+    };
+    let done = run(&cfg, &attempt).await.unwrap();
+    assert_eq!(done.exit, Exit::Code(126));
+    let err = text(&done.stderr);
+    assert!(err.contains("running no-such-program-here"), "{err}");
 }

@@ -110,6 +110,8 @@ async fn main() -> Result<()> {
         .env("RUST_LOG", "warn")
         .args(["--namespace", &ns, "--system-namespace", &ns])
         .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        // The agents run in this process, on loopback, without credentials.
+        .args(["--agent-auth", "none", "--plain-agents"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .args(["--artifacts", &format!("file://{}", artifacts.display())])
         .spawn()

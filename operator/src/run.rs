@@ -139,19 +139,14 @@ where
     }
 }
 
-async fn lead(
-    client: Client,
-    config: &OperatorConfig,
-    metrics: Arc<Metrics>,
-) -> Result<(), OperatorError> {
-    let artifacts = Artifacts::open(&config.artifacts)?;
-    let ns = config.namespace.as_deref();
-    let jobs_api: Api<SPLAIJob> = scoped(&client, ns);
-    let workers_api: Api<SPLAIWorker> = Api::namespaced(client.clone(), &config.worker_namespace);
-    let policies_api: Api<SPLAIPolicy> = scoped(&client, ns);
-    let routes_api: Api<SPLAIModelRoute> = scoped(&client, ns);
-
-    // Everything the previous leader left, then the core rebuilt from it.
+/// Lists the four resources and reads the records of the jobs still running.
+async fn read_back(
+    artifacts: &Artifacts,
+    jobs_api: &Api<SPLAIJob>,
+    workers_api: &Api<SPLAIWorker>,
+    policies_api: &Api<SPLAIPolicy>,
+    routes_api: &Api<SPLAIModelRoute>,
+) -> Result<Listed, OperatorError> {
     let lp = ListParams::default();
     let listing = |what| move |source| OperatorError::List { what, source };
     let jobs = jobs_api
@@ -188,6 +183,43 @@ async fn lead(
         listed.records.insert(key, records);
     }
     listed.jobs = jobs;
+    Ok(listed)
+}
+
+async fn lead(
+    client: Client,
+    config: &OperatorConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(), OperatorError> {
+    let artifacts = Artifacts::open(&config.artifacts)?;
+    let ns = config.namespace.as_deref();
+    let jobs_api: Api<SPLAIJob> = scoped(&client, ns);
+    let workers_api: Api<SPLAIWorker> = Api::namespaced(client.clone(), &config.worker_namespace);
+    let policies_api: Api<SPLAIPolicy> = scoped(&client, ns);
+    let routes_api: Api<SPLAIModelRoute> = scoped(&client, ns);
+
+    // Everything the previous leader left, then the core rebuilt from it. A new leader often
+    // starts while the API server is away (that may be why the old one went): it keeps trying
+    // for as long as it holds the lease, rather than exit and be restarted to try again.
+    let mut pause = Duration::from_millis(500);
+    let listed = loop {
+        match read_back(
+            &artifacts,
+            &jobs_api,
+            &workers_api,
+            &policies_api,
+            &routes_api,
+        )
+        .await
+        {
+            Ok(listed) => break listed,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "reading the state to rebuild from failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     let feeds = Feeds::seeded(&listed);
     let restored = listed.jobs.len();
     let cfg = DriverConfig {

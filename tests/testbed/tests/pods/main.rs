@@ -200,6 +200,42 @@ spec:
     assert_eq!(lines.last(), Some(&"written"), "{out}");
 }
 
+#[test]
+fn a_command_task_cannot_reach_the_workers_token_environment_or_other_tasks() {
+    let (splai, _turn) = splai();
+    // PID 1 of the worker container is the agent; its token is the projected one.
+    let probe = format!(
+        "apiVersion: splai.io/v1alpha1
+kind: SPLAIJob
+metadata: {{name: isolation, namespace: {TENANT}}}
+spec:
+  tenant: {TENANT}
+  tasks:
+    - id: isolation
+      kind: command
+      command: [sh, -c, \"cat /var/run/secrets/splai/token || echo token-denied; head -c 20 /proc/1/environ || echo environ-denied; ls /var/lib/splai/work || echo work-denied; kill -0 1 || echo signal-denied; echo own > own.txt && cat own.txt\"]
+      resources: {{cpuMillis: 100, memoryMib: 32}}
+      timeoutSeconds: 60
+"
+    );
+    splai.submit("isolation", &probe).unwrap();
+    let job = splai.wait_finished("isolation", 2 * MINUTE).unwrap();
+    assert_eq!(job["status"]["phase"], "Completed", "{job:#}");
+    let out = std::fs::read_to_string(format!(
+        "{ARTIFACTS}/jobs/{TENANT}/isolation/isolation/1/stdout.log"
+    ))
+    .unwrap();
+    for denied in [
+        "token-denied",
+        "environ-denied",
+        "work-denied",
+        "signal-denied",
+    ] {
+        assert!(out.lines().any(|l| l == denied), "not {denied}: {out}");
+    }
+    assert_eq!(out.lines().last(), Some("own"), "{out}");
+}
+
 /// A chain of `n` tasks that each sleep `seconds`.
 fn chain(name: &str, n: usize, seconds: u32) -> String {
     let mut yaml = format!(
