@@ -4,7 +4,7 @@
 //! report for an attempt already retried is ignored.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::Settings;
 use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, TaskSpec};
+use splai_testbed::process::{Reaped, WorkerCommand};
 
 struct Setup {
     jobs: Api<SPLAIJob>,
@@ -57,55 +58,20 @@ async fn setup(test: &str) -> Setup {
 }
 
 /// A real `splai-worker` process, killed when dropped, so a failing test leaves none behind.
-struct Worker(Child);
-
-impl std::ops::Deref for Worker {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Worker {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Thawed first, in case a test froze it and failed before thawing it.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real `splai-worker` process.
-fn worker(s: &Setup, name: &str) -> Worker {
-    Worker(
-        Command::new(env!("CARGO_BIN_EXE_splai-worker"))
-            .args(["--name", name, "--control-plane", &s.endpoint])
-            .args([
-                "--cpu-millis",
-                "4000",
-                "--memory-mib",
-                "4096",
-                "--heartbeat-seconds",
-                "1",
-            ])
-            .arg("--artifacts")
-            .arg(format!("file://{}/artifacts", s.dir.display()))
-            .arg("--work-dir")
-            .arg(s.dir.join(format!("work-{name}")))
-            .args(["--register-in", &s.ns])
-            .env("KUBECONFIG", splai_testbed::shared().unwrap().kubeconfig())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("splai-worker starts"),
-    )
+fn worker(s: &Setup, name: &str) -> Reaped {
+    let artifacts = format!("file://{}/artifacts", s.dir.display());
+    let work_dir = s.dir.join(format!("work-{name}"));
+    let command = WorkerCommand {
+        bin: Path::new(env!("CARGO_BIN_EXE_splai-worker")),
+        name,
+        control_plane: &s.endpoint,
+        cpu_millis: 4000,
+        artifacts: &artifacts,
+        work_dir: &work_dir,
+        register_in: Some(&s.ns),
+        kubeconfig: splai_testbed::shared().unwrap().kubeconfig(),
+    };
+    Reaped::spawn(&mut command.command()).expect("splai-worker starts")
 }
 
 fn shell(id: &str, script: &str) -> TaskSpec {
@@ -275,11 +241,7 @@ async fn an_agent_killed_mid_task_is_restarted_and_the_task_runs_again_under_a_n
 
 /// Sends a signal to a process with the system's `kill`.
 fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig}");
+    splai_testbed::process::signal(child.id(), sig).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! writes a task's outputs to `s3://`, and the operator's store keeps a job's records and results
 //! there. Everything is read back from the bucket.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,29 +16,20 @@ use splai_operator::run::{OperatorConfig, run};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::Timestamp;
 use splai_scheduler::api::{ExecutionRecord, JobPhase, JobSpec, Outcome, TaskArtifact, TaskSpec};
+use splai_testbed::process::{Reaped, WorkerCommand};
 
 const BUCKET: &str = "splai-artifacts";
 
-/// A child process killed when the test ends, passed or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// moto's S3 server on a loopback port, with one bucket.
 struct LocalS3 {
-    _server: KillOnDrop,
+    _server: Reaped,
     endpoint: String,
 }
 
 impl LocalS3 {
     async fn start() -> LocalS3 {
         let port = splai_testbed::free_port().unwrap();
-        let server = KillOnDrop(
+        let server = Reaped(
             Command::new(moto_server())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
@@ -98,20 +89,9 @@ impl LocalS3 {
 }
 
 /// `SPLAI_S3_SERVER`, or what `scripts/s3-testbin.sh` installs (once) and prints last.
-fn moto_server() -> String {
-    if let Ok(path) = std::env::var("SPLAI_S3_SERVER") {
-        return path;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/s3-testbin.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(out.status.success(), "{script} failed: {}", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().expect("a path").trim().to_owned()
+fn moto_server() -> std::path::PathBuf {
+    splai_testbed::installed("SPLAI_S3_SERVER", "s3-testbin.sh")
+        .expect("moto's server is installed")
 }
 
 fn record(task: &str, attempt: u32, outcome: Outcome) -> ExecutionRecord {
@@ -200,24 +180,25 @@ async fn a_real_worker_configured_by_aws_variables_writes_a_tasks_outputs_to_s3(
     let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
 
     let artifacts = format!("s3://{BUCKET}/runs/{ns}");
-    let _worker = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_splai-worker"))
-            .args(["--name", "w1", "--control-plane", &endpoint])
-            .args(["--cpu-millis", "2000", "--memory-mib", "2048"])
-            .args(["--heartbeat-seconds", "1", "--register-in", &ns])
-            .args(["--artifacts", &artifacts])
-            .arg("--work-dir")
-            .arg(dir.join("work"))
-            .envs(s3.vars())
-            // A variable of the pod meant for something else: object_store would read a bare
-            // `ENDPOINT` as its own (after `AWS_ENDPOINT_URL`, as the child's environment is sorted)
-            // and send the artifacts to a closed port. The agent passes only `AWS_*` variables.
-            .env("ENDPOINT", "http://127.0.0.1:9")
-            .env("KUBECONFIG", splai_testbed::shared().unwrap().kubeconfig())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("splai-worker starts"),
-    );
+    let work_dir = dir.join("work");
+    let mut command = WorkerCommand {
+        bin: std::path::Path::new(env!("CARGO_BIN_EXE_splai-worker")),
+        name: "w1",
+        control_plane: &endpoint,
+        cpu_millis: 2000,
+        artifacts: &artifacts,
+        work_dir: &work_dir,
+        register_in: Some(&ns),
+        kubeconfig: splai_testbed::shared().unwrap().kubeconfig(),
+    }
+    .command();
+    command
+        .envs(s3.vars())
+        // A variable of the pod meant for something else: object_store would read a bare
+        // `ENDPOINT` as its own (after `AWS_ENDPOINT_URL`, as the child's environment is sorted)
+        // and send the artifacts to a closed port. The agent passes only `AWS_*` variables.
+        .env("ENDPOINT", "http://127.0.0.1:9");
+    let _worker = Reaped::spawn(&mut command).expect("splai-worker starts");
 
     let spec = JobSpec {
         tenant: "acme".into(),

@@ -2,8 +2,6 @@
 //! names, deletion, trace IDs, the OpenAPI document, and the whole flow from the `splai` CLI
 //! through the gateway and the operator to real `splai-worker` processes.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -14,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use splai_gateway::api::{ErrorBody, JobView};
 use splai_gateway::server::{Gateway, Tokens, router, serve};
+use splai_testbed::process::{Reaped, WorkerCommand, workspace_binary};
 
 async fn install_crds(client: &Client) {
     splai_operator::crd::install(client).await.unwrap();
@@ -427,31 +426,26 @@ async fn the_cli_submits_over_https_or_through_the_kubeconfig_and_watches_real_w
         )
     };
     let operator = tokio::spawn(run(client.clone(), config, Arc::new(Metrics::default())));
-    let worker_bin = common::workspace_binary("splai-worker", "splai-worker");
-    let _workers = common::Reaped(
-        ["node-1", "node-2"]
-            .iter()
-            .map(|name| {
-                Command::new(&worker_bin)
-                    .args(["--name", name, "--control-plane", &endpoint])
-                    .args([
-                        "--cpu-millis",
-                        "2000",
-                        "--memory-mib",
-                        "2048",
-                        "--heartbeat-seconds",
-                        "1",
-                    ])
-                    .arg("--artifacts")
-                    .arg(format!("file://{}/artifacts", dir.display()))
-                    .arg("--work-dir")
-                    .arg(dir.join(format!("work-{name}")))
-                    .env("RUST_LOG", "warn")
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let worker_bin = workspace_binary("splai-worker", "splai-worker");
+    let artifacts = format!("file://{}/artifacts", dir.display());
+    let kubeconfig = splai_testbed::shared().unwrap().kubeconfig();
+    let _workers: Vec<Reaped> = ["node-1", "node-2"]
+        .iter()
+        .map(|name| {
+            let work_dir = dir.join(format!("work-{name}"));
+            let command = WorkerCommand {
+                bin: &worker_bin,
+                name,
+                control_plane: &endpoint,
+                cpu_millis: 2000,
+                artifacts: &artifacts,
+                work_dir: &work_dir,
+                register_in: None,
+                kubeconfig,
+            };
+            Reaped::spawn(&mut command.command()).unwrap()
+        })
+        .collect();
     // The gateway as its binary runs it by default: HTTPS with a certificate made at start.
     let tokens = Tokens::parse(&format!(
         "tenants:\n- {{token: {TOKEN_A}, tenant: a, namespace: {ns}}}\n"

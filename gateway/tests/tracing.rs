@@ -3,8 +3,6 @@
 //! receiver, and one job's spans (the gateway's request, the operator's job and attempt, the
 //! agent's execution) all carry the trace ID that the job's `splai.io/trace-id` annotation names.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -81,12 +79,13 @@ async fn one_jobs_spans_from_gateway_operator_and_agent_share_its_trace_id() {
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env("RUST_LOG", "warn")
             .spawn()
+            .map(splai_testbed::process::Reaped)
             .unwrap()
     };
-    let operator = common::workspace_binary("splai-operator", "splai-operator");
-    let worker = common::workspace_binary("splai-worker", "splai-worker");
+    let operator = splai_testbed::process::workspace_binary("splai-operator", "splai-operator");
+    let worker = splai_testbed::process::workspace_binary("splai-worker", "splai-worker");
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let _processes = common::Reaped(vec![
+    let _processes: Vec<splai_testbed::process::Reaped> = vec![
         spawn(
             &operator,
             &strings(&[
@@ -139,7 +138,7 @@ async fn one_jobs_spans_from_gateway_operator_and_agent_share_its_trace_id() {
                 &format!("{}/tls", dir.display()),
             ]),
         ),
-    ]);
+    ];
 
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, Resources, TaskKind, TaskSpec};
+use splai_testbed::process::{Reaped, WorkerCommand, signal};
 
 #[derive(Clone)]
 struct Args {
@@ -135,7 +136,7 @@ struct Operators {
     artifacts: String,
     settings: PathBuf,
     agent_ports: [u16; 2],
-    procs: [Option<(String, Child)>; 2],
+    procs: [Option<(String, Reaped)>; 2],
     started: usize,
 }
 
@@ -143,29 +144,30 @@ impl Operators {
     fn start(&mut self, slot: usize) -> Result<()> {
         self.started += 1;
         let identity = format!("op-{slot}-{}", self.started);
-        let child = Command::new(&self.bin)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .args(["--namespace", &self.ns, "--system-namespace", &self.ns])
-            .args(["--identity", &identity, "--lease-seconds", "5"])
-            .args([
-                "--agent-listen",
-                &format!("127.0.0.1:{}", self.agent_ports[slot]),
-            ])
-            .args(["--agent-auth", "none", "--plain-agents"])
-            .args([
-                "--metrics-listen",
-                &format!("127.0.0.1:{}", splai_testbed::free_port()?),
-            ])
-            .args([
-                "--webhook-listen",
-                &format!("127.0.0.1:{}", splai_testbed::free_port()?),
-            ])
-            .args(["--artifacts", &self.artifacts])
-            .arg("--settings")
-            .arg(&self.settings)
-            .spawn()
-            .with_context(|| format!("starting {} (build it first)", self.bin.display()))?;
+        let child = Reaped::spawn(
+            Command::new(&self.bin)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .env("RUST_LOG", "warn")
+                .args(["--namespace", &self.ns, "--system-namespace", &self.ns])
+                .args(["--identity", &identity, "--lease-seconds", "5"])
+                .args([
+                    "--agent-listen",
+                    &format!("127.0.0.1:{}", self.agent_ports[slot]),
+                ])
+                .args(["--agent-auth", "none", "--plain-agents"])
+                .args([
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{}", splai_testbed::free_port()?),
+                ])
+                .args([
+                    "--webhook-listen",
+                    &format!("127.0.0.1:{}", splai_testbed::free_port()?),
+                ])
+                .args(["--artifacts", &self.artifacts])
+                .arg("--settings")
+                .arg(&self.settings),
+        )
+        .with_context(|| format!("starting {} (build it first)", self.bin.display()))?;
         self.procs[slot] = Some((identity, child));
         Ok(())
     }
@@ -195,45 +197,11 @@ impl Operators {
         else {
             return Ok(false);
         };
-        if let Some((_, mut child)) = self.procs[slot].take() {
-            child.kill()?;
-            child.wait()?;
-        }
+        // Killed (SIGKILL) and reaped as it is dropped.
+        drop(self.procs[slot].take());
         self.start(slot)?;
         Ok(true)
     }
-}
-
-impl Drop for Operators {
-    fn drop(&mut self) {
-        for (_, child) in self.procs.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Worker agents, killed with the benchmark.
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = signal(child.id(), "-CONT");
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()?;
-    if !status.success() {
-        bail!("kill {sig} {pid} failed");
-    }
-    Ok(())
 }
 
 /// What the faults did, as the benchmark saw it.
@@ -371,28 +339,22 @@ async fn main() -> Result<()> {
     operators.start(0)?;
     operators.start(1)?;
     let endpoints = agent_ports.map(|p| format!("127.0.0.1:{p}")).join(",");
-    let mut agents = Agents(Vec::new());
+    let mut agents = Vec::new();
     for w in 0..args.workers {
         let name = format!("w{w}");
-        let child = Command::new(bin_dir.join("splai-worker"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "warn")
-            .args(["--name", &name, "--control-plane", &endpoints])
-            .args([
-                "--cpu-millis",
-                "4000",
-                "--memory-mib",
-                "8192",
-                "--heartbeat-seconds",
-                "2",
-            ])
-            .args(["--artifacts", &artifacts])
-            .arg("--work-dir")
-            .arg(work.join(format!("work-{name}")))
-            .args(["--register-in", &ns])
-            .spawn()
-            .context("starting splai-worker (build it first)")?;
-        agents.0.push(child);
+        let work_dir = work.join(format!("work-{name}"));
+        let mut command = WorkerCommand {
+            bin: &bin_dir.join("splai-worker"),
+            name: &name,
+            control_plane: &endpoints,
+            cpu_millis: 4000,
+            artifacts: &artifacts,
+            work_dir: &work_dir,
+            register_in: Some(&ns),
+            kubeconfig: &kubeconfig,
+        }
+        .command();
+        agents.push(Reaped::spawn(&mut command).context("starting splai-worker (build it first)")?);
     }
     // Let a replica lead and the agents register.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -441,14 +403,14 @@ async fn main() -> Result<()> {
             }
         }
         if !froze && now >= Duration::from_secs(args.freeze_at) {
-            for child in &agents.0[..2] {
+            for child in &agents[..2] {
                 signal(child.id(), "-STOP")?;
             }
             faults.frozen = 2;
             froze = true;
         }
         if froze && !thawed && now >= Duration::from_secs(args.freeze_at + args.freeze_for) {
-            for child in &agents.0[..2] {
+            for child in &agents[..2] {
                 signal(child.id(), "-CONT")?;
             }
             thawed = true;

@@ -20,6 +20,7 @@ mod binaries;
 mod certs;
 pub mod measure;
 mod node;
+pub mod process;
 mod relay;
 
 pub use binaries::installed;
