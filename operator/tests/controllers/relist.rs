@@ -1,9 +1,11 @@
 //! Watches that break: what was deleted while the operator could not see the API server leaves
-//! its core once the watches list again, as no delete event ever reaches it.
+//! its core once the watches list again, as no delete event ever reaches it. And a new leader
+//! whose first list fails keeps trying instead of exiting.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use splai_operator::metrics::Metrics;
@@ -180,4 +182,55 @@ async fn a_worker_policy_and_route_deleted_while_the_watches_were_broken_leave_t
     assert_eq!(metrics.gone_at_list("job"), 0, "no job was deleted");
     h.shutdown().await;
     drop(plane);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_that_cannot_list_at_first_keeps_trying_and_leads_once_it_can() {
+    // A control plane of its own: the test removes a CRD, which every other test relies on.
+    let plane = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = plane.client().await.unwrap();
+    let ns = "late-crds".to_owned();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let mut h = Harness::on(client.clone(), ns.clone()).await.unwrap();
+    // The leader's first list fails, as when it starts while kube-apiserver is away or before
+    // the CRDs are installed (a chart applying both at once): here, without the SPLAIJob CRD.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete("splaijobs.splai.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while crds.get_opt("splaijobs.splai.io").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the CRD never went");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let metrics = h.operator("op-0");
+    until(&metrics, "leading", |m| m.leader.get() == 1).await;
+    // Several failed read-backs (0.5 s, then 1 s, 2 s apart): the replica is still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (replica, _) = &h.operators["op-0"];
+    assert!(
+        !replica.is_finished(),
+        "the leader gave up when it could not list: {:?}",
+        h.operators.remove("op-0").unwrap().0.await
+    );
+
+    splai_operator::crd::install(&client).await.unwrap();
+    h.agent("w1", caps(4000));
+    h.submit("after", job(&["sleep", "50"])).await.unwrap();
+    h.wait_phase("after", JobPhase::Completed).await.unwrap();
+    h.shutdown().await;
 }
