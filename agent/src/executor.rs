@@ -18,6 +18,22 @@ use tracing::Instrument;
 
 use crate::sandbox::{self, Attempt, Exit, SandboxConfig};
 
+/// Why an artifact store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "artifact store `{url}` is not a URL ({reason}); use file:///path or s3://bucket/prefix"
+    )]
+    NotAUrl { url: String, reason: String },
+    #[error("creating the artifact folder {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("artifact store `{url}`: {reason}")]
+    Open { url: String, reason: String },
+}
+
 /// Where artifacts go: a store and the URL its root has.
 #[derive(Clone, Debug)]
 pub struct ArtifactStore {
@@ -30,7 +46,7 @@ impl ArtifactStore {
     /// `file:///path` (created if missing) or `s3://bucket/prefix`, configured by the standard
     /// `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint, ...).
-    pub fn open(url: &str) -> anyhow::Result<Self> {
+    pub fn open(url: &str) -> Result<Self, StoreError> {
         // Only `AWS_*`: object_store also takes bare keys such as `TOKEN` or `ENDPOINT`, which
         // an unrelated variable of the pod could carry.
         Self::open_with(url, std::env::vars().filter(|(k, _)| k.starts_with("AWS_")))
@@ -41,18 +57,26 @@ impl ArtifactStore {
     pub fn open_with(
         url: &str,
         options: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("artifact store `{url}` is not a URL: {e}"))?;
+    ) -> Result<Self, StoreError> {
+        let parsed = url::Url::parse(url).map_err(|e| StoreError::NotAUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         if parsed.scheme() == "file" {
-            std::fs::create_dir_all(parsed.path())?;
+            std::fs::create_dir_all(parsed.path()).map_err(|source| StoreError::Folder {
+                path: parsed.path().to_owned(),
+                source,
+            })?;
         } else {
             // object_store's HTTP client is built without a bundled TLS provider; it takes rustls'
             // process default, which is ring here as in the rest of the agent. Already set is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let (store, root) = object_store::parse_url_opts(&parsed, options)
-            .map_err(|e| anyhow::anyhow!("artifact store `{url}`: {e}"))?;
+        let (store, root) =
+            object_store::parse_url_opts(&parsed, options).map_err(|e| StoreError::Open {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(ArtifactStore {
             store: store.into(),
             root,

@@ -47,26 +47,32 @@ pub struct TenantEntry {
 pub struct Tokens(HashMap<String, Arc<TenantEntry>>);
 
 impl Tokens {
-    pub fn parse(yaml: &str) -> anyhow::Result<Tokens> {
+    pub fn parse(yaml: &str) -> Result<Tokens, TokensError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct File {
             tenants: Vec<TenantEntry>,
         }
-        let file: File = serde_yaml_ng::from_str(yaml)
-            .map_err(|e| anyhow::anyhow!("the tokens file is not valid: {e}"))?;
+        let file: File =
+            serde_yaml_ng::from_str(yaml).map_err(|e| TokensError::Invalid(e.to_string()))?;
         let mut map = HashMap::new();
         for t in file.tenants {
             if t.token.len() < 16 {
-                anyhow::bail!(
-                    "the token of tenant `{}` is shorter than 16 characters; use a long random one",
-                    t.tenant
-                );
+                return Err(TokensError::Short { tenant: t.tenant });
             }
             map.insert(t.token.clone(), Arc::new(t));
         }
         Ok(Tokens(map))
     }
+}
+
+/// Why the tokens file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("the tokens file is not valid: {0}")]
+    Invalid(String),
+    #[error("the token of tenant `{tenant}` is shorter than 16 characters; use a long random one")]
+    Short { tenant: String },
 }
 
 #[derive(Clone)]
@@ -639,4 +645,26 @@ async fn not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr
             uri.path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tokens_file_with_a_short_token_or_an_unknown_field_is_refused_with_the_reason() {
+        let short = Tokens::parse("tenants:\n- {token: abc, tenant: acme, namespace: a}\n");
+        assert!(
+            matches!(&short, Err(TokensError::Short { tenant }) if tenant == "acme"),
+            "{:?}",
+            short.err()
+        );
+        let unknown = Tokens::parse("tenants: []\nadmins: []\n").unwrap_err();
+        assert!(unknown.to_string().contains("admins"), "{unknown}");
+        let good = Tokens::parse(
+            "tenants:\n- {token: 0123456789abcdef0123, tenant: acme, namespace: a}\n",
+        )
+        .unwrap();
+        assert_eq!(good.0["0123456789abcdef0123"].tenant, "acme");
+    }
 }

@@ -63,12 +63,21 @@ impl Export {
     }
 }
 
+/// Why logging or span export could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("setting up OTLP export (check the OTEL_EXPORTER_OTLP_* variables): {0}")]
+    Exporter(String),
+    #[error("installing the log subscriber (is another one installed already?): {0}")]
+    Subscriber(String),
+}
+
 impl Telemetry {
     /// Installs the global subscriber as the environment asks: logs filtered by `RUST_LOG`
     /// (default `info`), as JSON lines when `json`, and OTLP export of spans when
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. `service` is the `service.name` unless
     /// `OTEL_SERVICE_NAME` says otherwise.
-    pub fn init(service: &'static str, json: bool) -> anyhow::Result<Telemetry> {
+    pub fn init(service: &'static str, json: bool) -> Result<Telemetry, TelemetryError> {
         Telemetry::init_with(service, json, Export::from_env())
     }
 
@@ -76,7 +85,7 @@ impl Telemetry {
         service: &'static str,
         json: bool,
         export: Export,
-    ) -> anyhow::Result<Telemetry> {
+    ) -> Result<Telemetry, TelemetryError> {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         let provider = match export {
             Export::Off => None,
@@ -87,9 +96,9 @@ impl Telemetry {
                 if let Export::To(url) = &export {
                     builder = builder.with_endpoint(url);
                 }
-                let exporter = builder.build().map_err(|e| {
-                    anyhow::anyhow!("setting up OTLP export (OTEL_EXPORTER_OTLP_*): {e}")
-                })?;
+                let exporter = builder
+                    .build()
+                    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
                 let mut resource = Resource::builder();
                 if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
                     resource = resource.with_service_name(service);
@@ -130,7 +139,7 @@ impl Telemetry {
             .with(logs)
             .with(otel)
             .try_init();
-        installed.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
+        installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
         EXPORTING.store(provider.is_some(), Ordering::Relaxed);
         Ok(Telemetry { provider })
     }
