@@ -14,8 +14,8 @@
 //!
 //! Landlock needs no privilege, capability or user namespace, so it works in the worker's
 //! hardened container (non-root, every capability dropped, `no_new_privs`); a uid per task would
-//! need CAP_SETUID, and a mount namespace CAP_SYS_ADMIN or a user namespace, which the
-//! container's seccomp profile refuses.
+//! need CAP_SETUID, and a mount namespace CAP_SYS_ADMIN or a user namespace, which the default
+//! seccomp profiles of container runtimes refuse to a process without CAP_SYS_ADMIN.
 //!
 //! The agent runs its own binary as the last step of the sandbox's chain,
 //! `splai-worker __confine --ro P.. --rw P.. -- PROGRAM ARGS..`: it restricts itself, then
@@ -92,8 +92,9 @@ pub enum ConfineError {
     #[error(
         "this kernel does not enforce Landlock ({0}), so tasks cannot be isolated from the agent \
          and from each other: use Linux 5.13 or later with `landlock` in its lsm= list, and a \
-         seccomp profile that allows the landlock_* system calls (containerd 1.7 and Docker 23 \
-         allow them in their default profiles); or start the worker with `--task-isolation none`"
+         seccomp profile that allows the landlock_* system calls (containerd 1.6.20's \
+         RuntimeDefault, which SPLAI's pod tests run under, does); or start the worker with \
+         `--task-isolation none`"
     )]
     Unavailable(String),
     #[error("usage: splai-worker {ARG} [--ro PATH].. [--rw PATH].. -- PROGRAM [ARGS..]")]
@@ -118,9 +119,8 @@ pub fn available() -> Result<(), ConfineError> {
 
 /// `splai-worker __confine ...` (`args` after [`ARG`]): restricts this process, then executes
 /// the program in its place. Returns only on failure.
-pub fn exec(args: impl Iterator<Item = OsString>) -> ConfineError {
+pub fn exec(mut args: impl Iterator<Item = OsString>) -> ConfineError {
     let (mut read, mut write, mut program) = (Vec::new(), Vec::new(), Vec::new());
-    let mut args = args.peekable();
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--ro") => read.extend(args.next().map(PathBuf::from)),
