@@ -8,6 +8,7 @@
 //!     target/release/examples/throughput --jobs 1000 --workers 10
 //!     target/release/examples/throughput --jobs 1000 --workers 10 --rate 16.7
 //!     target/release/examples/throughput --jobs 10000 --workers 0
+//!     SPLAI_TESTBED_AUDIT=1 target/release/examples/throughput --jobs 1000 --workers 10
 //!
 //! The operator runs as its own process (the release binary next to this one), so its memory
 //! and CPU are its own. The agents (an instant fake executor) and the submitting client run in
@@ -88,6 +89,49 @@ fn job_spec() -> JobSpec {
     }
 }
 
+/// The API requests of the run from kube-apiserver's audit log (from byte `from`), per job, by
+/// verb and resource; the benchmark's own requests (a create per job, its watch) are among them.
+fn print_requests(log: &std::path::Path, from: u64, jobs: usize) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let object = &event["objectRef"];
+        let mut resource = object["resource"].as_str().unwrap_or("(none)").to_owned();
+        if let Some(sub) = object["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let verb = event["verb"].as_str().unwrap_or("?").to_owned();
+        *counts.entry((verb, resource)).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    let writes: usize = counts
+        .iter()
+        .filter(|((v, _), _)| matches!(v.as_str(), "create" | "update" | "patch" | "delete"))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "API requests per job: {:.2} ({:.2} writes); by verb and resource:",
+        total as f64 / jobs as f64,
+        writes as f64 / jobs as f64
+    );
+    let mut rows: Vec<_> = counts.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for ((verb, resource), n) in rows {
+        println!(
+            "  {verb:>6} {resource:<40} {n:>7}  {:.3} per job",
+            n as f64 / jobs as f64
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = args()?;
@@ -162,6 +206,11 @@ async fn main() -> Result<()> {
         })
     };
 
+    // Where the audit log stands: only the requests of the run are counted.
+    let audit_from = cp
+        .audit_log()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
     let cpu0 = [
         cpu_seconds(cp.pids()[0]),
         cpu_seconds(cp.pids()[1]),
@@ -251,6 +300,19 @@ async fn main() -> Result<()> {
         cpu1[1] - cpu0[1],
         cpu1[2] - cpu0[2]
     );
+    println!(
+        "kube-apiserver CPU per job: {:.2} ms; operator CPU per job: {:.2} ms",
+        (cpu1[1] - cpu0[1]) * 1000.0 / args.jobs as f64,
+        (cpu1[2] - cpu0[2]) * 1000.0 / args.jobs as f64,
+    );
+    if let Some(log) = cp.audit_log() {
+        print_requests(&log, audit_from, args.jobs)?;
+    } else {
+        println!(
+            "(set {}=1 for API requests per job by verb and resource)",
+            splai_testbed::AUDIT_VAR
+        );
+    }
     let _ = operator.kill();
     let _ = operator.wait();
     let _ = std::fs::remove_dir_all(&artifacts);

@@ -41,6 +41,18 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+/// Set (to anything) for kube-apiserver to write an audit log, one JSON line per request with
+/// its verb, resource and user agent: what the benchmarks count API writes with.
+pub const AUDIT_VAR: &str = "SPLAI_TESTBED_AUDIT";
+const AUDIT_LOG: &str = "audit.log";
+/// Every request once, when its answer is complete, without bodies.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+";
+
 /// How long etcd and kube-apiserver get to become ready; they take 3–4 s on two cores.
 const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 
@@ -119,7 +131,7 @@ impl ControlPlane {
             format!("--initial-cluster=testbed={peer_url}"),
             "--log-level=error".into(),
         ];
-        let apiserver = [
+        let mut apiserver = vec![
             path_arg(&bin.join("kube-apiserver")),
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".into(),
@@ -140,6 +152,16 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", certs.serving_key.display()),
             "--disable-admission-plugins=ServiceAccount".into(),
         ];
+        if std::env::var_os(AUDIT_VAR).is_some() {
+            let policy = work.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)?;
+            apiserver.push(format!("--audit-policy-file={}", policy.display()));
+            apiserver.push(format!(
+                "--audit-log-path={}",
+                work.join(AUDIT_LOG).display()
+            ));
+            apiserver.push("--audit-log-format=json".into());
+        }
         let mut supervisor = Command::new("bash")
             .arg("-c")
             .arg(SUPERVISOR)
@@ -227,6 +249,12 @@ impl ControlPlane {
     /// The temporary folder holding certificates, data and logs; removed on drop.
     pub fn work_dir(&self) -> &Path {
         &self.work
+    }
+
+    /// kube-apiserver's audit log, when [`AUDIT_VAR`] was set at start.
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        let path = self.work.join(AUDIT_LOG);
+        std::env::var_os(AUDIT_VAR).is_some().then_some(path)
     }
 
     /// The process ids of etcd and kube-apiserver.
