@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, Resources, TaskKind, TaskSpec};
 use splai_testbed::process::{Reaped, WorkerCommand, signal};
@@ -299,17 +298,7 @@ async fn main() -> Result<()> {
     let cp = Arc::new(std::sync::Mutex::new(cp));
     splai_operator::crd::install(&client).await?;
     let ns = "chaos".to_owned();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.clone()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await?;
+    splai_testbed::create_namespace(&client, &ns).await?;
 
     let work = std::env::temp_dir().join(format!("splai-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;

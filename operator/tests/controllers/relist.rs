@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use splai_operator::metrics::Metrics;
 use splai_operator::{
     SPLAIModelRoute, SPLAIModelRouteSpec, SPLAIPolicy, SPLAIPolicySpec, SPLAIWorker,
@@ -52,17 +51,7 @@ async fn a_worker_policy_and_route_deleted_while_the_watches_were_broken_leave_t
         .unwrap();
     let client = plane.client().await.unwrap();
     let ns = "relist".to_owned();
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.clone()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    splai_testbed::create_namespace(&client, &ns).await.unwrap();
     let mut h = Harness::on(client.clone(), ns.clone()).await.unwrap();
     // The operator reaches the API server through a relay the test can cut; its lease outlasts
     // the cut, so it keeps leading throughout.
@@ -193,17 +182,7 @@ async fn a_new_leader_that_cannot_list_at_first_keeps_trying_and_leads_once_it_c
         .unwrap();
     let client = plane.client().await.unwrap();
     let ns = "late-crds".to_owned();
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.clone()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    splai_testbed::create_namespace(&client, &ns).await.unwrap();
     let mut h = Harness::on(client.clone(), ns.clone()).await.unwrap();
     // The leader's first list fails, as when it starts while kube-apiserver is away or before
     // the CRDs are installed (a chart applying both at once): here, without the SPLAIJob CRD.

@@ -339,9 +339,15 @@ pub async fn namespace(prefix: &str) -> Result<(Client, String)> {
         name.trim_matches('-'),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    create_namespace(&client, &name).await?;
+    Ok((client, name))
+}
+
+/// Creates the namespace `name` with `client`.
+pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let ns = Namespace {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -350,7 +356,7 @@ pub async fn namespace(prefix: &str) -> Result<(Client, String)> {
         .create(&PostParams::default(), &ns)
         .await
         .with_context(|| format!("creating namespace {name}"))?;
-    Ok((client, name))
+    Ok(())
 }
 
 fn read_pids(stdout: &mut BufReader<ChildStdout>) -> Result<Vec<u32>> {
