@@ -30,39 +30,19 @@ use splai_operator::SPLAIJob;
 use splai_testbed::measure::{cpu_seconds, memory_kib, percentile};
 use tokio::sync::Mutex;
 
+/// The gateway's load benchmark (see the top of the file).
+#[derive(clap::Parser)]
 struct Args {
     /// Requests per second.
+    #[arg(long, default_value_t = 200.0)]
     rate: f64,
+    #[arg(long, default_value_t = 30.0)]
     seconds: f64,
-    tenants: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    tenants: u16,
     /// Jobs each tenant has before the run.
-    jobs: usize,
-}
-
-fn args() -> Result<Args> {
-    let mut a = Args {
-        rate: 200.0,
-        seconds: 30.0,
-        tenants: 4,
-        jobs: 25,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let value = pair.get(1).context("every flag takes a value")?;
-        match pair[0].as_str() {
-            "--rate" => a.rate = value.parse()?,
-            "--seconds" => a.seconds = value.parse()?,
-            "--tenants" => a.tenants = value.parse()?,
-            "--jobs" => a.jobs = value.parse()?,
-            other => bail!(
-                "unknown flag {other}; use --rate REQUESTS_PER_S --seconds S --tenants T --jobs J"
-            ),
-        }
-    }
-    if a.rate <= 0.0 || a.seconds <= 0.0 || a.tenants == 0 || a.jobs == 0 {
-        bail!("--rate and --seconds must be positive, --tenants and --jobs at least 1");
-    }
-    Ok(a)
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
 }
 
 /// One kind of request and the status it must get.
@@ -295,7 +275,10 @@ fn certificate(dir: &std::path::Path) -> Result<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = <Args as clap::Parser>::parse();
+    if args.rate <= 0.0 || args.seconds <= 0.0 {
+        bail!("--rate and --seconds must be positive");
+    }
     let cp = splai_testbed::shared()?;
     let client = cp.client().await?;
     splai_operator::crd::install(&client).await?;
@@ -305,7 +288,7 @@ async fn main() -> Result<()> {
     let cert_pem = certificate(&work.join("tls"))?;
     let mut tokens_yaml = String::from("tenants:\n");
     let (mut tokens, mut apiserver) = (Vec::new(), Vec::new());
-    for t in 0..args.tenants {
+    for t in 0..usize::from(args.tenants) {
         let (_, ns) = splai_testbed::namespace("load").await?;
         let token = format!("load-token-of-tenant-{t}-0123456789");
         tokens_yaml.push_str(&format!(
@@ -352,7 +335,7 @@ async fn main() -> Result<()> {
         base,
         tokens,
         apiserver,
-        jobs: args.jobs,
+        jobs: usize::from(args.jobs),
     });
     for (t, token) in target.tokens.iter().enumerate() {
         for j in 0..args.jobs {

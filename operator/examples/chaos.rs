@@ -37,57 +37,31 @@ use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_scheduler::api::{Dependency, JobPhase, JobSpec, Outcome, Resources, TaskKind, TaskSpec};
 use splai_testbed::process::{Reaped, WorkerCommand, signal};
 
-#[derive(Clone)]
+/// The chaos benchmark (see the top of the file). Times are seconds from the first submission.
+#[derive(Clone, clap::Parser)]
 struct Args {
+    #[arg(long, default_value_t = 1000)]
     jobs: usize,
-    workers: usize,
+    /// Worker agents; two of them are frozen.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..))]
+    workers: u16,
     /// Jobs submitted per second.
+    #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// How long each task sleeps, in milliseconds.
+    #[arg(long, default_value_t = 100)]
     task_ms: u64,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     kill_every: u64,
+    #[arg(long, default_value_t = 45)]
     apiserver_at: u64,
+    #[arg(long, default_value_t = 25)]
     freeze_at: u64,
+    #[arg(long, default_value_t = 30)]
     freeze_for: u64,
     /// Give up after this many minutes.
+    #[arg(long, default_value_t = 30)]
     limit_minutes: u64,
-}
-
-fn args() -> Result<Args> {
-    let mut a = Args {
-        jobs: 1000,
-        workers: 4,
-        rate: 20.0,
-        task_ms: 100,
-        kill_every: 20,
-        apiserver_at: 45,
-        freeze_at: 25,
-        freeze_for: 30,
-        limit_minutes: 30,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let value = pair.get(1).context("every flag takes a value")?;
-        let n = || value.parse::<u64>();
-        match pair[0].as_str() {
-            "--jobs" => a.jobs = value.parse()?,
-            "--workers" => a.workers = value.parse()?,
-            "--rate" => a.rate = value.parse()?,
-            "--task-ms" => a.task_ms = n()?,
-            "--kill-every" => a.kill_every = n()?,
-            "--apiserver-at" => a.apiserver_at = n()?,
-            "--freeze-at" => a.freeze_at = n()?,
-            "--freeze-for" => a.freeze_for = n()?,
-            "--limit-minutes" => a.limit_minutes = n()?,
-            other => bail!(
-                "unknown flag {other}; use --jobs N --workers W --rate JOBS_PER_S --task-ms MS \
-                 --kill-every S --apiserver-at S --freeze-at S --freeze-for S --limit-minutes M"
-            ),
-        }
-    }
-    if a.workers < 3 || a.rate <= 0.0 || a.kill_every == 0 {
-        bail!("--workers must be at least 3 (two are frozen), --rate and --kill-every positive");
-    }
-    Ok(a)
 }
 
 /// Ten tasks: one, eight after it side by side, one after them all.
@@ -291,7 +265,10 @@ async fn submit_all(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = <Args as clap::Parser>::parse();
+    if args.rate <= 0.0 {
+        bail!("--rate must be positive");
+    }
     let cp = tokio::task::spawn_blocking(splai_testbed::ControlPlane::start).await??;
     let kubeconfig = cp.kubeconfig().to_owned();
     let client: Client = cp.client().await?;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, PostParams};
@@ -40,35 +40,19 @@ impl Executor for Instant0 {
     }
 }
 
+/// The operator's throughput benchmark (see the top of the file).
+#[derive(clap::Parser)]
 struct Args {
+    #[arg(long, default_value_t = 1000)]
     jobs: usize,
+    #[arg(long, default_value_t = 10)]
     workers: usize,
+    /// Submissions in flight at once.
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Jobs submitted per second; 0 for as fast as the API server takes them.
+    #[arg(long, default_value_t = 0.0)]
     rate: f64,
-}
-
-fn args() -> Result<Args> {
-    let mut a = Args {
-        jobs: 1000,
-        workers: 10,
-        concurrency: 16,
-        rate: 0.0,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let value = pair.get(1).context("every flag takes a value")?;
-        match pair[0].as_str() {
-            "--jobs" => a.jobs = value.parse()?,
-            "--workers" => a.workers = value.parse()?,
-            "--concurrency" => a.concurrency = value.parse()?,
-            "--rate" => a.rate = value.parse()?,
-            other => bail!(
-                "unknown flag {other}; use --jobs N --workers W --concurrency C --rate JOBS_PER_S"
-            ),
-        }
-    }
-    Ok(a)
 }
 
 fn job_spec() -> JobSpec {
@@ -134,7 +118,7 @@ fn print_requests(log: &std::path::Path, from: u64, jobs: usize) -> Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = <Args as clap::Parser>::parse();
     let cp = splai_testbed::shared()?;
     let client = cp.client().await?;
     let (_, ns) = splai_testbed::namespace("bench").await?;
