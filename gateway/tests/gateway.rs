@@ -515,7 +515,7 @@ spec:
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Submitted once, with the trace ID the operator then annotates the job with.
+    // Submitted once, with the trace ID the operator then shows in the job's status.
     assert_eq!(stdout.matches("submitted").count(), 1, "{stdout}");
     let trace = stdout
         .split_once("submitted word-count (trace ")
@@ -524,8 +524,8 @@ spec:
         .unwrap_or_else(|| panic!("no trace ID: {stdout}"));
     let jobs: kube::Api<splai_operator::SPLAIJob> = kube::Api::namespaced(client.clone(), &ns);
     let done = jobs.get("word-count").await.unwrap();
-    let annotations = done.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(annotations.get("splai.io/trace-id"), Some(&trace));
+    let shown = done.status.as_ref().and_then(|s| s.job.trace_id.as_ref());
+    assert_eq!(shown, Some(&trace));
     assert!(stdout.contains("Completed: 2/2 succeeded"), "{stdout}");
     let result = format!(
         "result: file://{}/artifacts/jobs/{ns}/word-count/count/1/",

@@ -1,8 +1,12 @@
 //! Carries out a [`Flush`]: the API writes and artifact writes the driver asked for.
 //!
-//! Statuses are written by server-side apply, so a field the operator stops setting (a pending
-//! reason that no longer holds) goes away. Finalizers are edited with the object's
-//! `resourceVersion` as a precondition and retried on 409 conflicts. Each job's writes run in
+//! A job's status is written whole, by a JSON patch that replaces `.status`, so a field the
+//! operator stops setting (a pending reason that no longer holds) goes away. Server-side apply
+//! would do the same, but costs the API server about 2 CPU-ms more per write (it parses the body
+//! as YAML and tracks ownership field by field; BENCHMARKS.md, issue 19), and the operator is the
+//! status's only writer. Workers' statuses, written far less often, keep server-side apply. Finalizers are edited with the object's
+//! `resourceVersion` as a precondition (the one the watch showed, so a new job's finalizer costs no
+//! read) and retried on 409 conflicts. Each job's writes run in
 //! order (records, then status, then finalizer); different jobs' writes run concurrently.
 
 use futures::StreamExt;
@@ -14,9 +18,9 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::artifacts::Artifacts;
-use crate::driver::{FINALIZER, Flush, Flushed, JobWrite, Note, TRACE_ANNOTATION, WorkerWrite};
+use crate::driver::{FINALIZER, Flush, Flushed, JobWrite, Note, SeenMeta, WorkerWrite};
 use crate::metrics::Metrics;
-use crate::resources::{SPLAIJob, SPLAIWorker, SPLAIWorkerSpec};
+use crate::resources::{SPLAIJob, SPLAIJobStatus, SPLAIWorker, SPLAIWorkerSpec};
 use crate::view::{self, RESULTS_SHOWN};
 
 /// The field manager of everything the operator writes.
@@ -39,6 +43,8 @@ enum WriteError {
     Api(#[from] kube::Error),
     #[error(transparent)]
     Artifact(#[from] crate::artifacts::ArtifactError),
+    #[error("encoding a status: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("gave up after {CONFLICT_RETRIES} conflicting updates")]
     Conflicts,
 }
@@ -51,6 +57,20 @@ fn is_not_found(e: &WriteError) -> bool {
 /// admission policy's denial): the same write would be refused again.
 fn is_refused(e: &WriteError) -> bool {
     matches!(e, WriteError::Api(kube::Error::Api(s)) if matches!(s.code, 400 | 422))
+}
+
+/// A merge or JSON patch in the operator's name (its `managedFields` entry).
+fn update_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// The JSON patch that sets a job's whole status (`add` replaces a member that exists).
+fn replace_status(status: &SPLAIJobStatus) -> Result<Patch<()>, serde_json::Error> {
+    let ops = json!([{"op": "add", "path": "/status", "value": status}]);
+    Ok(Patch::Json(serde_json::from_value(ops)?))
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -126,26 +146,17 @@ impl Flusher {
     async fn job(&self, w: &JobWrite, recorder: &Recorder) -> Result<(), WriteError> {
         let api: Api<SPLAIJob> = Api::namespaced(self.client.clone(), &w.dir.namespace);
         let name = &w.dir.name;
-        if let Some(meta) = &w.meta {
-            let (add, trace) = (meta.add_finalizer, meta.trace_id.clone());
-            self.edit_meta(&api, name, |m| {
-                if add {
-                    let f = m.finalizers.get_or_insert_with(Vec::new);
-                    if !f.iter().any(|x| x == FINALIZER) {
-                        f.push(FINALIZER.to_owned());
-                    }
-                }
-                if let Some(t) = &trace {
-                    m.annotations
-                        .get_or_insert_with(Default::default)
-                        .insert(TRACE_ANNOTATION.to_owned(), t.clone());
+        if let Some(add) = &w.finalizer {
+            self.edit_finalizers(&api, name, add.seen.clone(), |f| {
+                if !f.iter().any(|x| x == FINALIZER) {
+                    f.push(FINALIZER.to_owned());
                 }
             })
             .await?;
         }
         if let Some((tasks, dependencies)) = &w.planned {
             let patch = json!({"spec": {"tasks": tasks, "dependencies": dependencies}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch(name, &update_params(), &Patch::Merge(&patch))
                 .await?;
             self.count("job_spec");
         }
@@ -168,17 +179,8 @@ impl Flusher {
                     status.job.result_artifacts.clear();
                 }
             }
-            let body = json!({
-                "apiVersion": "splai.io/v1alpha1",
-                "kind": "SPLAIJob",
-                "status": status,
-            });
-            api.patch_status(
-                name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
+            api.patch_status(name, &update_params(), &replace_status(&status)?)
+                .await?;
             self.count("job_status");
             if w.finish
                 && let Err(e) = self.artifacts.drop_chunks(&w.dir).await
@@ -188,12 +190,8 @@ impl Flusher {
             }
         }
         if w.remove_finalizer {
-            self.edit_meta(&api, name, |m| {
-                if let Some(f) = m.finalizers.as_mut() {
-                    f.retain(|x| x != FINALIZER);
-                }
-            })
-            .await?;
+            self.edit_finalizers(&api, name, None, |f| f.retain(|x| x != FINALIZER))
+                .await?;
         }
         if !w.notes.is_empty() {
             let reference = ObjectReference {
@@ -209,28 +207,37 @@ impl Flusher {
         Ok(())
     }
 
-    async fn edit_meta(
+    /// Edits a job's finalizers by a merge patch on a `resourceVersion`: the one `seen` gives,
+    /// else one read first. A conflict (the object changed in between) reads it again.
+    async fn edit_finalizers(
         &self,
         api: &Api<SPLAIJob>,
         name: &str,
-        edit: impl Fn(&mut kube::api::ObjectMeta),
+        mut seen: Option<SeenMeta>,
+        edit: impl Fn(&mut Vec<String>),
     ) -> Result<(), WriteError> {
         for _ in 0..CONFLICT_RETRIES {
-            let current = api.get(name).await?;
-            let mut meta = current.metadata.clone();
-            edit(&mut meta);
-            if meta.finalizers == current.metadata.finalizers
-                && meta.annotations == current.metadata.annotations
-            {
+            let current = match seen.take() {
+                Some(s) => s,
+                None => {
+                    let meta = api.get(name).await?.metadata;
+                    SeenMeta {
+                        resource_version: meta.resource_version.unwrap_or_default(),
+                        finalizers: meta.finalizers.unwrap_or_default(),
+                    }
+                }
+            };
+            let mut finalizers = current.finalizers.clone();
+            edit(&mut finalizers);
+            if finalizers == current.finalizers {
                 return Ok(());
             }
             let patch = json!({"metadata": {
-                "resourceVersion": current.metadata.resource_version,
-                "finalizers": meta.finalizers.unwrap_or_default(),
-                "annotations": meta.annotations.unwrap_or_default(),
+                "resourceVersion": current.resource_version,
+                "finalizers": finalizers,
             }});
             match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(name, &update_params(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {

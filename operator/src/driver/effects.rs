@@ -116,15 +116,17 @@ impl Driver {
                         if to.is_terminal() {
                             e.ended();
                         }
-                        let warning = matches!(to, JobPhase::Failed);
-                        let message = message.unwrap_or_else(|| {
-                            format!("{} -> {}", phase_label(from), phase_label(to))
-                        });
-                        e.notes.push(Note {
-                            warning,
-                            reason: reason.to_owned(),
-                            message,
-                        });
+                        if is_milestone(to) {
+                            let warning = matches!(to, JobPhase::Failed);
+                            let message = message.unwrap_or_else(|| {
+                                format!("{} -> {}", phase_label(from), phase_label(to))
+                            });
+                            e.notes.push(Note {
+                                warning,
+                                reason: reason.to_owned(),
+                                message,
+                            });
+                        }
                     }
                 }
                 Effect::JobPlanned {
@@ -219,6 +221,13 @@ impl Driver {
     }
 }
 
+/// The phase changes that get an Event: the admission decision and the end. The steps between
+/// (Planning to Scheduled to Running) show in the status's phase and conditions, with their
+/// times, and an Event each would double the API writes of a short job.
+fn is_milestone(to: JobPhase) -> bool {
+    to == JobPhase::Planning || to.is_terminal()
+}
+
 #[cfg(test)]
 mod tests {
     use splai_scheduler::api::{AttemptRef, Capabilities};
@@ -228,7 +237,8 @@ mod tests {
     use crate::driver::test_support::{driver, from_agent, heartbeat, job};
 
     #[test]
-    fn an_attempts_record_keeps_the_decision_that_placed_it_and_why_the_task_waited() {
+    fn an_attempts_record_keeps_its_decision_and_why_the_task_waited_and_only_milestones_are_events()
+     {
         let mut d = driver();
         d.input(Input::JobApplied(Box::new(job(1))), Timestamp(2_000));
         // No worker yet: the task waits, and the core says why.
@@ -268,5 +278,9 @@ mod tests {
         );
         let waited = decision.waited.expect("why it waited");
         assert!(!waited.is_empty());
+        // Four phase changes (Planning, Scheduled, Running, Completed), two Events: the
+        // admission and the end.
+        let reasons: Vec<_> = flush.jobs[0].notes.iter().map(|n| &n.reason).collect();
+        assert_eq!(reasons, ["Admitted", "Completed"]);
     }
 }

@@ -1,5 +1,5 @@
 //! Job writes: what the driver still has to write for each job it tracks (status, planned spec,
-//! finalizer and trace annotation, attempt records, Events), how far each job's writes have come
+//! finalizer, attempt records, Events), how far each job's writes have come
 //! ([`Stage`]), and when an ended job leaves memory.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,11 +16,19 @@ use crate::view;
 /// Jobs written per flush at most; the rest wait for the next flush.
 pub const MAX_JOBS_PER_FLUSH: usize = 256;
 
-/// The finalizer and trace annotation a job should carry.
+/// The finalizer to add to a job, with the object's finalizers and `resourceVersion` as its
+/// watch event showed them: the patch is sent on that version without reading the object first.
+/// If the object changed since, the API server answers 409 and the flusher reads it then.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MetaWrite {
-    pub add_finalizer: bool,
-    pub trace_id: Option<String>,
+pub struct AddFinalizer {
+    pub seen: Option<SeenMeta>,
+}
+
+/// An object's finalizers at a `resourceVersion`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenMeta {
+    pub resource_version: String,
+    pub finalizers: Vec<String>,
 }
 
 /// Everything to write for one job, in the order the flusher writes it.
@@ -28,7 +36,7 @@ pub struct MetaWrite {
 pub struct JobWrite {
     pub key: String,
     pub dir: JobDir,
-    pub meta: Option<MetaWrite>,
+    pub finalizer: Option<AddFinalizer>,
     pub planned: Option<(Vec<TaskSpec>, Vec<Dependency>)>,
     pub chunk: Option<(u64, Vec<AttemptRecord>)>,
     pub status: Option<SPLAIJobStatus>,
@@ -44,7 +52,7 @@ impl JobWrite {
         JobWrite {
             key,
             dir,
-            meta: None,
+            finalizer: None,
             planned: None,
             chunk: None,
             status: None,
@@ -116,7 +124,7 @@ pub(super) struct Placed {
 pub(super) struct JobEntry {
     pub dir: JobDir,
     pub generation: Option<i64>,
-    pub meta: Option<MetaWrite>,
+    pub finalizer: Option<AddFinalizer>,
     pub planned: Option<(Vec<TaskSpec>, Vec<Dependency>)>,
     pub records: Vec<AttemptRecord>,
     pub next_chunk: u64,
@@ -144,7 +152,7 @@ impl JobEntry {
         JobEntry {
             dir,
             generation,
-            meta: None,
+            finalizer: None,
             planned: None,
             records: Vec::new(),
             next_chunk,
@@ -176,7 +184,7 @@ impl JobEntry {
     fn has_writes(&self) -> bool {
         self.stage.status_due()
             || self.releases()
-            || self.meta.is_some()
+            || self.finalizer.is_some()
             || self.planned.is_some()
             || !self.records.is_empty()
             || !self.notes.is_empty()
@@ -209,7 +217,7 @@ impl JobEntry {
         JobWrite {
             key: key.to_owned(),
             dir: self.dir.clone(),
-            meta: self.meta.take(),
+            finalizer: self.finalizer.take(),
             planned: self.planned.take(),
             chunk,
             status,
@@ -224,7 +232,7 @@ impl JobEntry {
     fn is_done(&self) -> bool {
         self.stage == Stage::Final
             && self.records.is_empty()
-            && self.meta.is_none()
+            && self.finalizer.is_none()
             && self.planned.is_none()
             && !self.deleting
     }
@@ -337,8 +345,9 @@ impl Jobs {
             e.changed();
         }
         e.has_finalizer |= w.remove_finalizer;
-        if e.meta.is_none() {
-            e.meta = w.meta;
+        if e.finalizer.is_none() {
+            // What was seen may be out of date now: the next try reads the object first.
+            e.finalizer = w.finalizer.map(|_| AddFinalizer { seen: None });
         }
         if e.planned.is_none() {
             e.planned = w.planned;
@@ -440,8 +449,8 @@ mod tests {
             assert_eq!(flush.acks.is_empty(), round < 2, "round {round}");
             for w in &flush.jobs {
                 assert!(written.insert(w.key.clone()), "{} written twice", w.key);
-                // Every new job gets its finalizer and trace annotation with its first status.
-                assert!(w.meta.as_ref().is_some_and(|m| m.add_finalizer));
+                // Every new job gets its finalizer with its first status.
+                assert!(w.finalizer.is_some());
                 assert!(w.status.is_some());
             }
             let acks = flush.acks.clone();
@@ -472,7 +481,7 @@ mod tests {
         let again = d.take_flush(Timestamp(3_100)).unwrap();
         assert_eq!(again.jobs.len(), 1);
         assert!(again.jobs[0].status.is_some());
-        assert!(again.jobs[0].meta.is_some());
+        assert!(again.jobs[0].finalizer.is_some());
         assert_eq!(again.acks, [("w1".to_owned(), 3)]);
     }
 

@@ -31,7 +31,7 @@ use splai_protocol::{ControlMessage, Inbound};
 use splai_scheduler::{Event, Scheduler, Timestamp};
 
 pub use batch::{Flush, Flushed};
-pub use jobs::{JobWrite, MAX_JOBS_PER_FLUSH, MetaWrite};
+pub use jobs::{AddFinalizer, JobWrite, MAX_JOBS_PER_FLUSH, SeenMeta};
 pub use object::{FINALIZER, TRACE_ANNOTATION, trace_id_of};
 pub use rebuild::Listed;
 pub use workers::WorkerWrite;
@@ -228,20 +228,18 @@ impl Driver {
             }
             return;
         }
-        // A new job, or one that a previous leader saw but this one could not restore.
+        // A new job, or one that a previous leader saw but this one could not restore. Its
+        // trace ID is shown in its status (`traceId`), so only a missing finalizer is written
+        // to the object itself.
         let trace_id = trace_id_of(&job);
-        let annotated = job
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TRACE_ANNOTATION))
-            .is_some_and(|t| *t == trace_id);
-        let meta = (!has_finalizer(&job) || !annotated).then(|| MetaWrite {
-            add_finalizer: !has_finalizer(&job),
-            trace_id: (!annotated).then(|| trace_id.clone()),
+        let finalizer = (!has_finalizer(&job)).then(|| AddFinalizer {
+            seen: job.metadata.resource_version.clone().map(|v| SeenMeta {
+                resource_version: v,
+                finalizers: job.metadata.finalizers.clone().unwrap_or_default(),
+            }),
         });
         let entry = JobEntry {
-            meta,
+            finalizer,
             conditions: job.status.map(|s| s.conditions).unwrap_or_default(),
             deleting,
             ..JobEntry::new(dir, job.metadata.generation, now.millis())

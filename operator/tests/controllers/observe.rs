@@ -85,7 +85,7 @@ async fn kubectl_describe_shows_each_score_term_of_a_placement_and_why_a_task_wa
     assert!(described.contains("capability_match"), "{described}");
     assert!(described.contains(&reason), "{described}");
     assert!(described.contains("Task Phases:"), "{described}");
-    // Each transition is an Event on the job.
+    // The admission is an Event on the job (as are its end and any warning).
     let events = kubectl(&[
         "get",
         "events",
