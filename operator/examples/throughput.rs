@@ -8,6 +8,7 @@
 //!     target/release/examples/throughput --jobs 1000 --workers 10
 //!     target/release/examples/throughput --jobs 1000 --workers 10 --rate 16.7
 //!     target/release/examples/throughput --jobs 10000 --workers 0
+//!     target/release/examples/throughput --jobs 1000 --workers 10 --no-finalizer-policy
 //!     SPLAI_TESTBED_AUDIT=1 target/release/examples/throughput --jobs 1000 --workers 10
 //!
 //! The operator runs as its own process (the release binary next to this one), so its memory
@@ -53,6 +54,10 @@ struct Args {
     /// Jobs submitted per second; 0 for as fast as the API server takes them.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Leave out the job-finalizer admission policy (deploy/kubernetes/job-finalizer), as on a
+    /// cluster older than Kubernetes 1.36: the operator then adds each job's finalizer itself.
+    #[arg(long)]
+    no_finalizer_policy: bool,
 }
 
 fn job_spec() -> JobSpec {
@@ -123,6 +128,9 @@ async fn main() -> Result<()> {
     let client = cp.client().await?;
     let (_, ns) = splai_testbed::namespace("bench").await?;
     splai_operator::crd::install(&client).await?;
+    if !args.no_finalizer_policy {
+        cp.install_job_finalizer_policy(&client, &ns).await?;
+    }
 
     let exe = std::env::current_exe()?;
     let operator_bin: PathBuf = exe

@@ -3,6 +3,7 @@
 
 mod auth;
 mod faults;
+mod finalizer;
 mod harness;
 mod lifecycle;
 mod observe;

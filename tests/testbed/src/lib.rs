@@ -246,6 +246,70 @@ impl ControlPlane {
         Ok(Client::try_from(config)?)
     }
 
+    /// Runs kubectl (the one beside kube-apiserver) as the admin; its stdout, or an error with
+    /// its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(binaries::bin_dir()?.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Applies SPLAI's job-finalizer admission policy (`deploy/kubernetes/job-finalizer`) and
+    /// waits until the API server enforces it, which it does a moment after the policy is stored:
+    /// until a server-side dry run of a job in `ns` comes back with the finalizer. The SPLAIJob
+    /// CRD must be installed.
+    pub async fn install_job_finalizer_policy(&self, client: &Client, ns: &str) -> Result<()> {
+        let policy = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/kubernetes/job-finalizer/policy.yaml"
+        );
+        self.kubectl(&["apply", "-f", policy])?;
+        let resource = kube::discovery::ApiResource {
+            group: "splai.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "splai.io/v1alpha1".into(),
+            kind: "SPLAIJob".into(),
+            plural: "splaijobs".into(),
+        };
+        let jobs: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        let probe: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "splai.io/v1alpha1",
+            "kind": "SPLAIJob",
+            "metadata": {"name": "finalizer-probe", "namespace": ns},
+            "spec": {"tenant": "probe", "tasks": [{
+                "id": "a", "kind": "command", "command": ["true"],
+                "resources": {"cpuMillis": 100, "memoryMib": 64, "gpus": 0},
+            }]},
+        }))?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = jobs.create(&dry_run, &probe).await?;
+            if created.metadata.finalizers.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the job-finalizer policy was applied but not enforced within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The temporary folder holding certificates, data and logs; removed on drop.
     pub fn work_dir(&self) -> &Path {
         &self.work
