@@ -139,6 +139,30 @@ where
     }
 }
 
+/// Every job, listed in pages: tens of thousands of jobs in one answer would be hundreds of
+/// megabytes held at once, by the API server and by this process. Each job's `managedFields`,
+/// which the rebuild does not read, is dropped as its page arrives.
+async fn list_jobs(api: &Api<SPLAIJob>) -> Result<Vec<SPLAIJob>, kube::Error> {
+    const PAGE: u32 = 500;
+    let mut jobs = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await?;
+        jobs.extend(page.items.into_iter().map(|mut j| {
+            j.metadata.managed_fields = None;
+            j
+        }));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(jobs);
+        }
+    }
+}
+
 /// Lists the four resources and reads the records of the jobs still running.
 async fn read_back(
     artifacts: &Artifacts,
@@ -149,11 +173,7 @@ async fn read_back(
 ) -> Result<Listed, OperatorError> {
     let lp = ListParams::default();
     let listing = |what| move |source| OperatorError::List { what, source };
-    let jobs = jobs_api
-        .list(&lp)
-        .await
-        .map_err(listing("SPLAIJobs"))?
-        .items;
+    let jobs = list_jobs(jobs_api).await.map_err(listing("SPLAIJobs"))?;
     let mut listed = Listed {
         workers: workers_api
             .list(&lp)

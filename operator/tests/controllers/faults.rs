@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use splai_scheduler::api::{Dependency, Health, JobPhase, JobSpec, Outcome};
 
 use crate::harness::{Harness, caps, task};
@@ -300,5 +302,91 @@ async fn a_worker_status_the_api_server_refuses_is_not_retried_and_the_work_goes
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
+    h.shutdown().await;
+}
+
+/// Jobs the operator's core holds, as its `jobs` gauge counts them.
+fn held(metrics: &splai_operator::metrics::Metrics) -> i64 {
+    ["Queued", "Planning", "Scheduled", "Running"]
+        .iter()
+        .map(|p| metrics.jobs.get_or_create(&[("phase", *p)]).get())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_rebuilds_every_waiting_job_when_they_fill_several_list_pages() {
+    // The new leader lists jobs 500 at a time: 1,100 take three pages.
+    const JOBS: usize = 1_100;
+    let mut h = Harness::new("pages").await.unwrap();
+    let first = h.operator("op-0");
+    let one = JobSpec {
+        tenant: "team-a".into(),
+        tasks: vec![task("only", &["echo"])],
+        ..JobSpec::default()
+    };
+    let submitted: Vec<_> = futures::stream::iter(0..JOBS)
+        .map(|i| {
+            let (h, one) = (&h, one.clone());
+            async move { h.submit(&format!("job-{i:04}"), one).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(submitted.iter().all(Result::is_ok));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while first
+        .api_writes
+        .get_or_create(&[("kind", "job_status")])
+        .get()
+        < JOBS as u64
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statuses never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.kill("op-0").await;
+    let submitted_at = |jobs: Vec<splai_operator::SPLAIJob>| -> BTreeMap<String, String> {
+        jobs.into_iter()
+            .map(|j| {
+                let at = j.status.and_then(|s| s.job.submitted_at);
+                (j.metadata.name.unwrap(), format!("{at:?}"))
+            })
+            .collect()
+    };
+    let before = submitted_at(h.jobs().list(&Default::default()).await.unwrap().items);
+    let second = h.operator("op-0");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while held(&second) < JOBS as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new leader holds {} of {JOBS} jobs",
+            held(&second)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held(&second), JOBS as i64);
+    // And they run once a worker comes, each as the job the first leader admitted: a job the
+    // rebuild missed would be taken in again by the watch, as new, with a new submission time.
+    h.agent("w1", caps(64_000));
+    for i in 0..JOBS {
+        h.wait_phase(&format!("job-{i:04}"), JobPhase::Completed)
+            .await
+            .unwrap();
+    }
+    let after = submitted_at(h.jobs().list(&Default::default()).await.unwrap().items);
+    assert_eq!(before.len(), JOBS);
+    let moved: Vec<&String> = before
+        .iter()
+        .filter(|(name, at)| after.get(*name) != Some(at))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "{} of {JOBS} jobs were taken in again as new, such as {:?}",
+        moved.len(),
+        &moved[..moved.len().min(5)]
+    );
     h.shutdown().await;
 }
