@@ -11,7 +11,8 @@
 //! connected, so every job is admitted and waits: live, with its status written. It is then
 //! SIGKILLed, and a second one starts under a new lease name, so that the time measured is the
 //! rebuild's and not the lease's expiry (a real takeover waits up to `--lease-seconds`, 15 s by
-//! default, on top). One worker agent, in this process, is already trying to connect.
+//! default, on top). One worker agent, in this process, is already trying to connect, every 50 to
+//! 200 ms.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -198,8 +199,14 @@ async fn main() -> Result<()> {
         memory_mib: 64 * 1024,
         ..Capabilities::default()
     };
+    // It retries every 50-200 ms, so the first decision times the operator, not the agent's
+    // backoff (real agents double theirs up to 30 s: they may be heard from later).
     let config = AgentConfig {
         heartbeat_interval: Duration::from_secs(1),
+        backoff: splai_protocol::Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        },
         ..AgentConfig::new("w000", format!("127.0.0.1:{agent_port}"), caps)
     };
     let (agent, _handle) = Agent::new(TokioNet, config, FirstTask(first_task.clone()));

@@ -81,16 +81,27 @@ impl Driver {
         let mut fresh = Vec::new();
         let mut ended = Vec::new();
         let mut restored = Jobs::default();
-        for job in listed.jobs {
+        for mut job in listed.jobs {
             let (key, d) = key_and_dir(&job);
-            let stored = job.status.clone().unwrap_or_default();
             if !was_seen(&job) {
                 fresh.push(job);
-            } else if stored.job.phase.is_terminal() {
+            } else if job
+                .status
+                .as_ref()
+                .is_some_and(|s| s.job.phase.is_terminal())
+            {
                 ended.push(job);
             } else {
+                // The spec and status move into the core's snapshot; what stays of the object
+                // is what its watch event below is read for (deletion, finalizer, `cancel`), so
+                // that a restart with many jobs does not hold each one twice. (The core restores
+                // every job it is given, so the object's spec is not needed again.)
+                let stored = job.status.take().unwrap_or_default();
+                let cancel = job.spec.0.cancel;
+                let spec = std::mem::take(&mut job.spec.0);
+                job.spec.0.cancel = cancel;
                 let records = listed.records.get(&key).map_or(&[][..], Vec::as_slice);
-                let status = view::expand(&stored, &job.spec.0, records);
+                let status = view::expand(&stored, &spec, records);
                 // The previous leader's decisions survive only as the status's text.
                 let placed = stored
                     .job
@@ -108,7 +119,7 @@ impl Driver {
                     .collect();
                 snapshot.jobs.push(JobRecord {
                     key: key.clone(),
-                    spec: job.spec.0.clone(),
+                    spec,
                     status,
                 });
                 // Past every chunk written before, whatever their numbers.
