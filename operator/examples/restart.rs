@@ -14,20 +14,20 @@
 //! default, on top). One worker agent, in this process, is already trying to connect, every 50 to
 //! 200 ms.
 
+mod bench;
+
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, PostParams};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_protocol::{Agent, AgentConfig, Executor, Outcome, TaskAssignment, TokioNet};
-use splai_scheduler::api::{Capabilities, JobSpec, Resources, TaskSpec};
+use splai_scheduler::api::Capabilities;
 use splai_testbed::measure::{cpu_seconds, memory_kib};
-use splai_testbed::process::Reaped;
 
 /// The restart benchmark (see the top of the file).
 #[derive(clap::Parser)]
@@ -51,24 +51,6 @@ impl Executor for FirstTask {
     }
 }
 
-fn job_spec() -> JobSpec {
-    JobSpec {
-        tenant: "bench".into(),
-        tasks: (0..10)
-            .map(|i| TaskSpec {
-                id: format!("t{i}"),
-                resources: Resources {
-                    cpu_millis: 1000,
-                    memory_mib: 128,
-                    gpus: 0,
-                },
-                ..TaskSpec::default()
-            })
-            .collect(),
-        ..JobSpec::default()
-    }
-}
-
 /// The sum of a metric's samples on the operator's `/metrics` page (0 if it is not there yet).
 fn scrape(port: u16, metric: &str) -> f64 {
     let mut page = String::new();
@@ -88,41 +70,9 @@ fn scrape(port: u16, metric: &str) -> f64 {
         .sum()
 }
 
-struct Operator {
-    process: Reaped,
-    metrics_port: u16,
-}
-
-fn start_operator(
-    cp: &splai_testbed::ControlPlane,
-    ns: &str,
-    lease: &str,
-    agent_port: u16,
-    artifacts: &std::path::Path,
-) -> Result<Operator> {
-    let exe = std::env::current_exe()?;
-    let bin: PathBuf = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("the example's folder")?
-        .join("splai-operator");
-    let metrics_port = splai_testbed::free_port()?;
-    let process = Reaped::spawn(
-        std::process::Command::new(&bin)
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("RUST_LOG", "warn")
-            .args(["--namespace", ns, "--system-namespace", ns])
-            .args(["--identity", lease, "--lease-name", lease])
-            .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
-            .args(["--agent-auth", "none", "--plain-agents"])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--artifacts", &format!("file://{}", artifacts.display())]),
-    )
-    .with_context(|| format!("starting {} (build it first)", bin.display()))?;
-    Ok(Operator {
-        process,
-        metrics_port,
-    })
+/// This replica's identity and lease name.
+fn lease(name: &str) -> [&str; 4] {
+    ["--identity", name, "--lease-name", name]
 }
 
 /// Waits until `done` holds, checking every 20 ms; fails after `limit`.
@@ -149,7 +99,7 @@ async fn main() -> Result<()> {
     let artifacts = std::env::temp_dir().join(format!("splai-bench-{ns}"));
 
     // The first leader takes every job in; no worker is connected, so they all wait.
-    let first = start_operator(cp, &ns, "first", agent_port, &artifacts)?;
+    let first = bench::start_operator(cp, &ns, agent_port, &artifacts, &lease("first"))?;
     let jobs: Api<SPLAIJob> = Api::namespaced(client.clone(), &ns);
     let t0 = Instant::now();
     futures::stream::iter(0..args.jobs)
@@ -157,7 +107,7 @@ async fn main() -> Result<()> {
             let (jobs, ns) = (jobs.clone(), ns.clone());
             async move {
                 let name = format!("job-{i:05}");
-                let mut job = SPLAIJob::new(&name, SPLAIJobSpec(job_spec()));
+                let mut job = SPLAIJob::new(&name, SPLAIJobSpec(bench::job_spec()));
                 job.meta_mut().namespace = Some(ns);
                 if let Err(e) = jobs.create(&PostParams::default(), &job).await {
                     eprintln!("creating {name}: {e}");
@@ -189,7 +139,7 @@ async fn main() -> Result<()> {
         "every job live (admitted, status stored) {:.1} s after the first create",
         t0.elapsed().as_secs_f64()
     );
-    let first_rss = memory_kib(first.process.0.id(), "VmRSS:");
+    let first_rss = memory_kib(first.pid(), "VmRSS:");
     drop(first); // SIGKILL
 
     // The worker is already knocking when the new leader starts.
@@ -215,19 +165,19 @@ async fn main() -> Result<()> {
     let apiserver = cp.pids()[1];
     let api_cpu0 = cpu_seconds(apiserver);
     let start = Instant::now();
-    let second = start_operator(cp, &ns, "second", agent_port, &artifacts)?;
+    let second = bench::start_operator(cp, &ns, agent_port, &artifacts, &lease("second"))?;
     let port = second.metrics_port;
     let rebuilt = until("the rebuild", Duration::from_secs(600), || {
         scrape(port, "splai_jobs") >= n
     })
     .await?;
-    let rebuilt_rss = memory_kib(second.process.0.id(), "VmRSS:");
+    let rebuilt_rss = memory_kib(second.pid(), "VmRSS:");
     let decided = until("the first decision", Duration::from_secs(600), || {
         first_task.get().is_some()
     })
     .await
     .map(|_| *first_task.get().unwrap_or(&Instant::now()))?;
-    let pid = second.process.0.id();
+    let pid = second.pid();
     let (rss, hwm, cpu) = (
         memory_kib(pid, "VmRSS:"),
         memory_kib(pid, "VmHWM:"),

@@ -15,19 +15,20 @@
 //! and CPU are its own. The agents (an instant fake executor) and the submitting client run in
 //! this process.
 
+mod bench;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use splai_operator::{SPLAIJob, SPLAIJobSpec};
 use splai_protocol::{Agent, AgentConfig, Executor, Outcome, TaskAssignment, TokioNet};
-use splai_scheduler::api::{Capabilities, JobSpec, Resources, TaskSpec};
+use splai_scheduler::api::Capabilities;
 use splai_testbed::measure::{cpu_seconds, memory_kib, percentile};
 use tokio::sync::Mutex;
 
@@ -58,24 +59,6 @@ struct Args {
     /// cluster older than Kubernetes 1.36: the operator then adds each job's finalizer itself.
     #[arg(long)]
     no_finalizer_policy: bool,
-}
-
-fn job_spec() -> JobSpec {
-    JobSpec {
-        tenant: "bench".into(),
-        tasks: (0..10)
-            .map(|i| TaskSpec {
-                id: format!("t{i}"),
-                resources: Resources {
-                    cpu_millis: 1000,
-                    memory_mib: 128,
-                    gpus: 0,
-                },
-                ..TaskSpec::default()
-            })
-            .collect(),
-        ..JobSpec::default()
-    }
 }
 
 /// The API requests of the run from kube-apiserver's audit log (from byte `from`), per job, by
@@ -132,27 +115,10 @@ async fn main() -> Result<()> {
         cp.install_job_finalizer_policy(&client, &ns).await?;
     }
 
-    let exe = std::env::current_exe()?;
-    let operator_bin: PathBuf = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("the example's folder")?
-        .join("splai-operator");
     let agent_port = splai_testbed::free_port()?;
-    let metrics_port = splai_testbed::free_port()?;
     let artifacts = std::env::temp_dir().join(format!("splai-bench-{ns}"));
-    let mut operator = std::process::Command::new(&operator_bin)
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .args(["--namespace", &ns, "--system-namespace", &ns])
-        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
-        // The agents run in this process, on loopback, without credentials.
-        .args(["--agent-auth", "none", "--plain-agents"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--artifacts", &format!("file://{}", artifacts.display())])
-        .spawn()
-        .with_context(|| format!("starting {} (build it first)", operator_bin.display()))?;
-    let op_pid = operator.id();
+    let operator = bench::start_operator(cp, &ns, agent_port, &artifacts, &[])?;
+    let op_pid = operator.pid();
 
     for w in 0..args.workers {
         let caps = Capabilities {
@@ -219,7 +185,7 @@ async fn main() -> Result<()> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let name = format!("job-{i:05}");
-                let mut job = SPLAIJob::new(&name, SPLAIJobSpec(job_spec()));
+                let mut job = SPLAIJob::new(&name, SPLAIJobSpec(bench::job_spec()));
                 job.meta_mut().namespace = Some(ns);
                 let at = Instant::now();
                 match jobs.create(&PostParams::default(), &job).await {
@@ -305,8 +271,7 @@ async fn main() -> Result<()> {
             splai_testbed::AUDIT_VAR
         );
     }
-    let _ = operator.kill();
-    let _ = operator.wait();
+    drop(operator);
     let _ = std::fs::remove_dir_all(&artifacts);
     Ok(())
 }
