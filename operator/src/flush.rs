@@ -2,12 +2,13 @@
 //!
 //! A job's status is written whole, by a JSON patch that replaces `.status`, so a field the
 //! operator stops setting (a pending reason that no longer holds) goes away. Server-side apply
-//! would do the same, but costs the API server about 2 CPU-ms more per write (it parses the body
+//! would do the same but costs the API server 0.5 to 2 CPU-ms more per write (it parses the body
 //! as YAML and tracks ownership field by field; BENCHMARKS.md, issue 19), and the operator is the
-//! status's only writer. Workers' statuses, written far less often, keep server-side apply. Finalizers are edited with the object's
-//! `resourceVersion` as a precondition (the one the watch showed, so a new job's finalizer costs no
-//! read) and retried on 409 conflicts. Each job's writes run in
-//! order (records, then status, then finalizer); different jobs' writes run concurrently.
+//! status's only writer. Workers' statuses, written far less often, keep server-side apply.
+//! Finalizers are edited with the object's `resourceVersion` as a precondition (the one the watch
+//! showed, so a new job's finalizer costs no read) and retried on 409 conflicts. Each job's
+//! writes run in order (its finalizer, planned tasks, records, status, then the finalizer's
+//! removal); different jobs' writes run concurrently.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
